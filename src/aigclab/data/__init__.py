@@ -1,0 +1,1 @@
+"""Embedded data: the real photographs, the generator zoo and the AIGC-Mini benchmark."""
