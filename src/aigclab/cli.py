@@ -76,5 +76,5 @@ def main() -> None:
     try:
         app()
     except AigclabError as err:
-        console.print(f"[red]error:[/red] {err}")
+        Console(stderr=True, soft_wrap=True).print(f"[red]error:[/red] {err}", markup=True, highlight=False)
         sys.exit(2)

@@ -57,6 +57,10 @@ def map_items(
 map = map_items  # the documented public name: aigclab.parallel.map
 
 
+def _call(fn: Callable[[T], R], item: T) -> R:
+    return fn(item)
+
+
 def _ray_map(fn: Callable[[T], R], items: Sequence[T], workers: int | None, address: str | None) -> list[R]:
     try:
         import ray
@@ -75,8 +79,9 @@ def _ray_map(fn: Callable[[T], R], items: Sequence[T], workers: int | None, addr
             kwargs["num_cpus"] = workers or os.cpu_count() or 1
         ray.init(**kwargs)
     try:
-        remote = ray.remote(fn)
-        return list(ray.get([remote.remote(item) for item in items]))
+        remote = ray.remote(_call)
+        fn_ref = ray.put(fn)
+        return list(ray.get([remote.remote(fn_ref, item) for item in items]))
     finally:
         if started_here:
             ray.shutdown()
