@@ -18,6 +18,7 @@ from aigclab.cli import PARTS
 for _part in PARTS:
     importlib.import_module(f"aigclab.{_part}")
 importlib.import_module("aigclab.degradations")
+importlib.import_module("aigclab.augment.train_det")  # torch detectors load lazily, not with the part
 
 CONTRACTS: dict[str, Callable[[str], None]] = {}
 
@@ -42,6 +43,57 @@ def _degradation(name: str) -> None:
     assert a.dtype == np.uint8 and a.ndim == 3 and a.shape[2] == 3
     np.testing.assert_array_equal(a, b)  # same seed, same output
     np.testing.assert_array_equal(img, before)  # input not mutated
+
+
+@contract("augmentation")
+def _augmentation(name: str) -> None:
+    from aigclab.augment.transforms import DetSample, create_augmentation
+
+    rng = np.random.default_rng(0)
+    a, b = (
+        DetSample(
+            rng.integers(0, 256, (40, 48, 3), dtype=np.uint8),
+            np.array([[4, 6, 20, 30]], np.float32),
+            np.array([k]),
+        )
+        for k in (1, 2)
+    )
+    aug = create_augmentation(name)
+    before = a.image.copy()
+    outs = [aug(a, b, np.random.default_rng(s)) for s in (1, 1)]
+    assert outs[0].image.shape == a.image.shape and outs[0].image.dtype == np.uint8
+    assert len(outs[0].boxes) == len(outs[0].labels)
+    np.testing.assert_array_equal(outs[0].image, outs[1].image)  # same seed, same output
+    np.testing.assert_array_equal(a.image, before)  # input not mutated
+
+
+@contract("xray-detector")
+def _xray_detector(name: str) -> None:
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from aigclab.augment.train_det import create_xray_detector
+
+    model = create_xray_detector(name, image_size=48)
+    twin = create_xray_detector(name, image_size=48)
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, twin.state_dict()[key]), key  # seeded init
+    images = [torch.rand(3, 48, 48, generator=torch.Generator().manual_seed(0))]
+    target = [{"boxes": torch.tensor([[4.0, 6.0, 30.0, 40.0]]), "labels": torch.tensor([1])}]
+    losses = model(images, target)
+    assert all(torch.isfinite(v) for v in losses.values())
+    model.eval()
+    with torch.no_grad():
+        out = model(images)[0]
+    assert out["boxes"].shape[1] == 4 and len(out["scores"]) == len(out["labels"])
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        save_file(model.state_dict(), f"{tmp}/m.safetensors")
+        twin.load_state_dict(load_file(f"{tmp}/m.safetensors"))
+    twin.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(twin(images)[0]["scores"], out["scores"])
 
 
 ENTRIES = sorted((kind, name) for kind, reg in all_registries().items() for name in reg.list())
