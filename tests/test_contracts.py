@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -103,3 +104,54 @@ ENTRIES = sorted((kind, name) for kind, reg in all_registries().items() for name
 def test_registry_entry_honours_contract(kind: str, name: str) -> None:
     assert kind in CONTRACTS, f"registry {kind!r} has no contract in tests/test_contracts.py"
     CONTRACTS[kind](name)
+
+
+def _tiny_clip(tmp: Path) -> dict:
+    """Weights and config of a tiny open_clip model, made here, standing in for ViT-L/14."""
+    import json
+
+    import open_clip
+    import torch
+    from safetensors.torch import save_file
+
+    cfg = {
+        "embed_dim": 16,
+        "vision_cfg": {"image_size": 32, "layers": 2, "width": 32, "patch_size": 8, "head_width": 16},
+        "text_cfg": {"context_length": 8, "vocab_size": 100, "width": 16, "heads": 2, "layers": 1},
+    }
+    (tmp / "contract-clip.json").write_text(json.dumps(cfg))
+    open_clip.add_model_config(tmp / "contract-clip.json")
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = open_clip.create_model("contract-clip", pretrained=None)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, tmp / "contract-clip.safetensors")
+    return {"model_name": "contract-clip", "model_config": str(tmp / "contract-clip.json"),
+            "weights": str(tmp / "contract-clip.safetensors")}
+
+
+@contract("detector")
+def _detector(name: str) -> None:
+    import tempfile
+
+    from aigclab.detect import create_detector
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (12, 32, 32, 3), dtype=np.uint8)
+    labels = np.array([0, 1] * 6)
+    with tempfile.TemporaryDirectory() as tmp:
+        if "clip" in name:
+            overrides: dict = {"backbone_kwargs": _tiny_clip(Path(tmp)), "patch_size": 32,
+                               "layer": "pooled" if name.startswith("univfd") else "block1"}
+        elif name.startswith(("ftnet", "univfd")):
+            overrides = {"backbone_kwargs": {"pretrained": False, "preset": "aigclab-tiny-test"}}
+        else:
+            overrides = {"epochs": 1, "channels": (8, 8, 16, 16)}
+        if "ftnet-t" in name:
+            overrides["finetune_epochs"] = 2
+        det = create_detector(name, **overrides)
+        det = det.add_support(images, labels) if name.startswith("ftnet") else det.fit(images, labels)
+        scores = det.score(images)
+        assert scores.shape == (12,) and np.isfinite(scores).all() and ((scores >= 0) & (scores <= 1)).all()
+        np.testing.assert_allclose(det.score(images), scores)  # deterministic
+        det.save(Path(tmp) / "det.safetensors")
+        np.testing.assert_allclose(type(det).load(Path(tmp) / "det.safetensors").score(images), scores, rtol=1e-5)

@@ -16,6 +16,7 @@ from aigclab.errors import AigclabError
 # Parts that have landed, in the order `aigclab --help` lists them.
 PARTS: dict[str, str] = {
     "data": "datasets, degradations and the embedded benchmark",
+    "detect": "score images as real or AI-generated; run detection benchmarks",
     "augment": "X-ray baggage simulator, Background Mixup and detector training with mAP",
 }
 

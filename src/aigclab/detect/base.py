@@ -1,0 +1,221 @@
+"""The detector interface, its registry, and feature extraction with an on-disk cache.
+
+Every detector maps uint8 RGB images to the probability that each is AI-generated. Images whose size
+differs from the detector's ``patch_size`` are cut into a grid of patches and their patch scores are
+averaged, so the 32-pixel embedded models also score full-size photographs.
+
+Example:
+    >>> from aigclab.detect import create_detector, list_detectors
+    >>> "ftnet-tiny" in list_detectors()
+    True
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from aigclab._registry import Registry
+from aigclab.errors import AigclabError
+from aigclab.io import content_hash
+from aigclab.parallel import Engine, map_items
+
+__all__ = [
+    "DETECTORS",
+    "Detector",
+    "FeatureExtractor",
+    "create_detector",
+    "list_detectors",
+    "load_detector",
+    "save_tensors",
+    "to_patches",
+]
+
+DETECTORS: Registry[Detector] = Registry("detector")
+
+
+def to_patches(image: np.ndarray, size: int, max_patches: int = 64) -> np.ndarray:
+    """Non-overlapping `size` patches on a centred grid (at most `max_patches`, evenly spread)."""
+    h, w = image.shape[:2]
+    if h < size or w < size:  # upscale tiny images so at least one patch fits
+        from aigclab.degradations import resize
+
+        s = size / min(h, w)
+        image = resize(image, (max(size, round(h * s)), max(size, round(w * s))), "bicubic")
+        h, w = image.shape[:2]
+    rows, cols = h // size, w // size
+    top, left = (h - rows * size) // 2, (w - cols * size) // 2
+    grid = [(r, c) for r in range(rows) for c in range(cols)]
+    if len(grid) > max_patches:
+        grid = [grid[i] for i in np.linspace(0, len(grid) - 1, max_patches).round().astype(int)]
+    return np.stack(
+        [
+            image[top + r * size : top + (r + 1) * size, left + c * size : left + (c + 1) * size]
+            for r, c in grid
+        ]
+    )
+
+
+_CLASSES: dict[str, type[Detector]] = {}
+
+
+class Detector:
+    """Base class. Subclasses implement `_score_patches` (and `fit` / `add_support` where they learn).
+
+    Saved detectors are a safetensors file (its metadata names the class) plus the config as JSON beside it.
+    """
+
+    patch_size: int = 32
+    max_patches: int = 64
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        _CLASSES[cls.__name__] = cls
+
+    @classmethod
+    def load(cls, path: str | Path) -> Detector:
+        raise NotImplementedError
+
+    def fit(self, images: np.ndarray, labels: np.ndarray) -> Detector:
+        raise AigclabError(f"{type(self).__name__} is training-free; use add_support() for few-shot examples")
+
+    def add_support(self, images: np.ndarray, labels: np.ndarray) -> Detector:
+        raise AigclabError(f"{type(self).__name__} takes no support set; train it with fit()")
+
+    def _score_patches(self, patches: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def score(self, images: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
+        """P(fake) per image; a batch array of patch-sized images is scored directly."""
+        s = self.patch_size
+        if isinstance(images, np.ndarray) and images.ndim == 4 and images.shape[1:3] == (s, s):
+            return self._score_patches(images)
+        patches = [to_patches(img, s, self.max_patches) for img in images]
+        flat = self._score_patches(np.concatenate(patches)) if patches else np.zeros(0)
+        bounds = np.cumsum([0] + [len(p) for p in patches])
+        return np.array([flat[a:b].mean() for a, b in itertools.pairwise(bounds)])
+
+
+def _weights_hash(module: torch.nn.Module) -> str:
+    h = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def _extract_chunk(job: tuple[str, dict[str, Any], str, np.ndarray]) -> np.ndarray:
+    """Worker for parallel extraction: build the backbone in this process, return features."""
+    from aigclab.nn import create_backbone
+
+    name, kwargs, layer, images = job
+    torch.set_num_threads(1)
+    return create_backbone(name, **kwargs).features(images, layer=layer)
+
+
+class FeatureExtractor:
+    """Backbone features at one layer, cached on disk by (backbone, layer, weights hash, image hash).
+
+    Args:
+        backbone: a `aigclab.nn` backbone name.
+        layer: the layer to read (e.g. "block3", "pooled").
+        cache_dir: folder for cached features; None disables the cache.
+        device: torch device for the forward pass.
+        engine: "local" runs in-process; "ray" spreads chunks over a Ray cluster.
+        backbone_kwargs: passed to `create_backbone` (e.g. `weights=` for local pretrained files).
+    """
+
+    def __init__(
+        self,
+        backbone: str = "aigclab-tiny",
+        layer: str = "pooled",
+        cache_dir: str | Path | None = None,
+        device: str = "cpu",
+        batch_size: int = 256,
+        engine: Engine = "local",
+        workers: int | None = None,
+        backbone_kwargs: dict[str, Any] | None = None,
+    ):
+        from aigclab.nn import create_backbone
+
+        self.backbone_name, self.layer, self.device = backbone, layer, device
+        self.batch_size, self.engine, self.workers = batch_size, engine, workers
+        self.backbone_kwargs = dict(backbone_kwargs or {})
+        self.model = create_backbone(backbone, **self.backbone_kwargs).to(device)
+        self.model.check_layer(layer)
+        self.key = f"{backbone}-{layer}-{_weights_hash(self.model)}"
+        self.cache_dir = Path(cache_dir) / self.key if cache_dir is not None else None
+
+    def _compute(self, images: np.ndarray) -> np.ndarray:
+        if self.engine == "ray" and len(images) > self.batch_size:
+            chunks = [images[i : i + self.batch_size] for i in range(0, len(images), self.batch_size)]
+            jobs = [(self.backbone_name, self.backbone_kwargs, self.layer, c) for c in chunks]
+            return np.concatenate(map_items(_extract_chunk, jobs, engine="ray", workers=self.workers))
+        with torch.inference_mode():
+            out = []
+            for i in range(0, len(images), self.batch_size):
+                x = self.model.preprocess(images[i : i + self.batch_size]).to(self.device)
+                out.append(self.model.forward_layers(x, [self.layer])[self.layer].float().cpu())
+        return torch.cat(out).numpy()
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        """(N, D) float32 features of uint8 images (N, H, W, 3)."""
+        if len(images) == 0:
+            raise AigclabError("FeatureExtractor got no images")
+        if self.cache_dir is None:
+            return self._compute(images)
+        keys = [content_hash(img) for img in images]
+        paths = [self.cache_dir / f"{k}.npy" for k in keys]
+        missing = [i for i, p in enumerate(paths) if not p.is_file()]
+        if missing:
+            feats = self._compute(images[missing])
+            self.cache_dir.mkdir(parents=True, exist_ok=True)
+            for i, f in zip(missing, feats, strict=True):
+                np.save(paths[i], f)
+        return np.stack([np.load(p) for p in paths]).astype(np.float32)
+
+
+def save_tensors(det: Detector, tensors: dict[str, torch.Tensor], path: str | Path) -> None:
+    """Write a detector's tensors (class name in the metadata) and its config JSON beside them."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    save_file(
+        {k: v.contiguous() for k, v in tensors.items()},
+        path,
+        metadata={"aigclab_detector": type(det).__name__},
+    )
+    path.with_suffix(".json").write_text(det.config.model_dump_json(indent=2))  # type: ignore[attr-defined]
+
+
+def load_detector(path: str | Path) -> Detector:
+    """Load any saved detector: the safetensors metadata names its class."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if path.suffix != ".safetensors" or not path.is_file():
+        raise AigclabError(f"{path}: not a saved detector (.safetensors file expected)")
+    with safe_open(str(path), "pt") as fh:
+        name = (fh.metadata() or {}).get("aigclab_detector")
+    if name not in _CLASSES:
+        raise AigclabError(f"{path}: no aigclab detector class in its metadata (got {name!r})")
+    return _CLASSES[name].load(path)
+
+
+def create_detector(name: str, **overrides: Any) -> Detector:
+    """A registered detector; `overrides` replace fields of its preset config."""
+    import aigclab.detect  # noqa: F401  (registers every entry)
+
+    return DETECTORS.create(name, **overrides)
+
+
+def list_detectors() -> list[str]:
+    import aigclab.detect  # noqa: F401
+
+    return DETECTORS.list()
