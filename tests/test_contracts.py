@@ -19,6 +19,8 @@ from aigclab.cli import PARTS
 for _part in PARTS:
     importlib.import_module(f"aigclab.{_part}")
 importlib.import_module("aigclab.degradations")
+importlib.import_module("aigclab.data.zoo")  # generator zoo and backbones load torch, so not with the part
+importlib.import_module("aigclab.nn")
 importlib.import_module("aigclab.augment.train_det")  # torch detectors load lazily, not with the part
 
 CONTRACTS: dict[str, Callable[[str], None]] = {}
@@ -155,3 +157,64 @@ def _detector(name: str) -> None:
         np.testing.assert_allclose(det.score(images), scores)  # deterministic
         det.save(Path(tmp) / "det.safetensors")
         np.testing.assert_allclose(type(det).load(Path(tmp) / "det.safetensors").score(images), scores, rtol=1e-5)
+
+
+@contract("generator")
+def _generator(name: str) -> None:
+    import tempfile
+
+    import torch
+
+    from aigclab.data.zoo import create_generator, load_generator, round_to_fp16, save_generator
+
+    model = round_to_fp16(create_generator(name, preset=f"{name}-tiny"))
+    a = model.sample(3, torch.Generator().manual_seed(0))
+    b = model.sample(3, torch.Generator().manual_seed(0))
+    assert a.shape == (3, 32, 32, 3) and a.dtype == np.uint8
+    np.testing.assert_array_equal(a, b)  # same seed, same images
+    with tempfile.TemporaryDirectory() as tmp:
+        save_generator(model, Path(tmp))
+        loaded = load_generator(name, root=Path(tmp), preset=f"{name}-tiny")
+    np.testing.assert_array_equal(loaded.sample(3, torch.Generator().manual_seed(0)), a)
+
+
+@contract("backbone")
+def _backbone(name: str) -> None:
+    import json
+    import tempfile
+
+    import torch
+    from safetensors.torch import save_file
+
+    from aigclab.nn import create_backbone
+
+    imgs = np.random.default_rng(0).integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
+    with tempfile.TemporaryDirectory() as tmp:
+        if name == "aigclab-tiny":
+            bb = create_backbone(name, pretrained=False, preset="aigclab-tiny-test")
+        elif name == "timm":
+            import timm
+
+            model = timm.create_model("test_resnet", pretrained=False, num_classes=0)
+            save_file({k: v.contiguous() for k, v in model.state_dict().items()}, f"{tmp}/w.safetensors")
+            bb = create_backbone(
+                name, model_name="test_resnet", weights=f"{tmp}/w.safetensors", input_size=32
+            )
+        else:
+            import open_clip
+
+            cfg = {
+                "embed_dim": 8,
+                "vision_cfg": {"image_size": 32, "layers": 2, "width": 16, "patch_size": 8, "head_width": 8},
+                "text_cfg": {"context_length": 4, "vocab_size": 50, "width": 8, "heads": 1, "layers": 1},
+            }
+            Path(f"{tmp}/contract-bb.json").write_text(json.dumps(cfg))
+            open_clip.add_model_config(f"{tmp}/contract-bb.json")
+            model = open_clip.create_model("contract-bb", pretrained=None)
+            save_file({k: v.contiguous() for k, v in model.state_dict().items()}, f"{tmp}/w.safetensors")
+            bb = create_backbone(name, model_name="contract-bb", weights=f"{tmp}/w.safetensors")
+    for layer in (bb.layers[0], "pooled"):
+        f = bb.features(imgs, layer=layer)
+        assert f.ndim == 2 and f.shape[0] == 2 and np.isfinite(f).all()
+        np.testing.assert_array_equal(f, bb.features(imgs, layer=layer))
+    assert torch.is_grad_enabled()  # features() must not leave grad mode switched off

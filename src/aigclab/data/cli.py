@@ -65,3 +65,50 @@ def degrade(
     console.print(f"wrote {n} images to {out} with {deg!r}")
     for path, reason in skipped:
         console.print(f"[yellow]skipped[/yellow] {path}: {reason}")
+
+
+@app.command("build-mini")
+def build_mini_cmd(
+    out: Path = typer.Option(None, help="benchmark folder (default: the shipped aigclab/assets/aigc_mini)"),
+    work: Path = typer.Option(
+        Path.home() / ".cache" / "aigclab" / "aigc-mini-work",
+        help="checkpoints: zoo weights and samples (an interrupted build resumes from them)",
+    ),
+    quick: bool = typer.Option(False, help="tiny presets and a few samples (seconds; for tests)"),
+    generators: str = typer.Option("", help="comma-separated subset of the zoo (default: all)"),
+) -> None:
+    """Rebuild AIGC-Mini from scratch with fixed seeds: train the zoo, sample, cut real patches, write assets."""
+    import time
+
+    from aigclab.data.build import ZOO_ORDER, build_mini
+    from aigclab.data.mini import mini_root
+
+    names = [g for g in generators.split(",") if g] or list(ZOO_ORDER)
+    start = time.perf_counter()
+
+    def log(msg: str) -> None:
+        console.print(f"[{time.perf_counter() - start:6.0f}s] {msg}", highlight=False)
+
+    manifest = build_mini(out or mini_root(), work, generators=names, quick=quick, log=log)
+    console.print(f"wrote {manifest}")
+
+
+@app.command()
+def show(
+    out: Path = typer.Argument(Path("aigc-mini-show"), help="folder for the PNG grids and summary.md"),
+    root: Path = typer.Option(None, help="benchmark folder (default: the shipped one)"),
+) -> None:
+    """Write a PNG grid per generator and a summary table (count, Frechet distance in backbone features)."""
+    from aigclab.data.show import show_mini
+    from aigclab.reports import markdown_table
+
+    rows = show_mini(out, root)
+    table = Table(title="AIGC-Mini (FD: aigclab-tiny pooled features vs real test)")
+    columns = ["generator", "family", "n_train", "n_test", "fd"]
+    for col in columns:
+        table.add_column(col)
+    for row in rows:
+        table.add_row(*(f"{row[c]:.4g}" if isinstance(row[c], float) else str(row[c]) for c in columns))
+    console.print(table)
+    (out / "summary.md").write_text(markdown_table(rows, columns) + "\n")
+    console.print(f"wrote {len(rows)} grids and summary.md to {out}")
