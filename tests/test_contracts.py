@@ -99,6 +99,48 @@ def _xray_detector(name: str) -> None:
         torch.testing.assert_close(twin(images)[0]["scores"], out["scores"])
 
 
+@contract("chat-backend")
+def _chat_backend(name: str) -> None:
+    from llm_server import ScriptedChatServer
+    from pydantic import BaseModel
+
+    from aigclab.llm import create_backend, user_message
+
+    class Reply(BaseModel):
+        answer: int
+
+    server = ScriptedChatServer()
+    try:
+        server.set_script('```json\n{"answer": 42}\n```')
+        backend = create_backend(name, base_url=server.base_url, max_retries=0)
+        msgs = [user_message("the answer?", [np.zeros((4, 4, 3), np.uint8)])]
+        assert backend.structured(msgs, Reply) == backend.structured(msgs, Reply) == Reply(answer=42)
+        assert "42" in backend.complete(msgs)
+    finally:
+        server.close()
+
+
+@contract("game-generator")
+def _game_generator(name: str) -> None:
+    from llm_server import ScriptedChatServer
+
+    from aigclab.gamegym import create_generator, load_samples
+
+    sample = load_samples(ids=["pong"])[0]
+    server = ScriptedChatServer()
+    try:
+        server.set_script("Here it is:\n```python\n" + sample.code + "```\nEnjoy!")
+        options = {"base_url": server.base_url, "max_retries": 0} if name == "chat" else {}
+        first = create_generator(name, **options).generate(sample)
+        again = create_generator(name, **options).generate(sample)
+        assert first.code == again.code and first.sample_id == "pong" and first.error is None
+        assert "import pygame" in first.code
+        if name != "broken":
+            compile(first.code, "game.py", "exec")
+    finally:
+        server.close()
+
+
 ENTRIES = sorted((kind, name) for kind, reg in all_registries().items() for name in reg.list())
 
 
@@ -127,8 +169,11 @@ def _tiny_clip(tmp: Path) -> dict:
         torch.manual_seed(0)
         model = open_clip.create_model("contract-clip", pretrained=None)
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, tmp / "contract-clip.safetensors")
-    return {"model_name": "contract-clip", "model_config": str(tmp / "contract-clip.json"),
-            "weights": str(tmp / "contract-clip.safetensors")}
+    return {
+        "model_name": "contract-clip",
+        "model_config": str(tmp / "contract-clip.json"),
+        "weights": str(tmp / "contract-clip.safetensors"),
+    }
 
 
 @contract("detector")
@@ -142,8 +187,11 @@ def _detector(name: str) -> None:
     labels = np.array([0, 1] * 6)
     with tempfile.TemporaryDirectory() as tmp:
         if "clip" in name:
-            overrides: dict = {"backbone_kwargs": _tiny_clip(Path(tmp)), "patch_size": 32,
-                               "layer": "pooled" if name.startswith("univfd") else "block1"}
+            overrides: dict = {
+                "backbone_kwargs": _tiny_clip(Path(tmp)),
+                "patch_size": 32,
+                "layer": "pooled" if name.startswith("univfd") else "block1",
+            }
         elif name.startswith(("ftnet", "univfd")):
             overrides = {"backbone_kwargs": {"pretrained": False, "preset": "aigclab-tiny-test"}}
         else:
@@ -156,7 +204,9 @@ def _detector(name: str) -> None:
         assert scores.shape == (12,) and np.isfinite(scores).all() and ((scores >= 0) & (scores <= 1)).all()
         np.testing.assert_allclose(det.score(images), scores)  # deterministic
         det.save(Path(tmp) / "det.safetensors")
-        np.testing.assert_allclose(type(det).load(Path(tmp) / "det.safetensors").score(images), scores, rtol=1e-5)
+        np.testing.assert_allclose(
+            type(det).load(Path(tmp) / "det.safetensors").score(images), scores, rtol=1e-5
+        )
 
 
 @contract("generator")
@@ -218,3 +268,25 @@ def _backbone(name: str) -> None:
         assert f.ndim == 2 and f.shape[0] == 2 and np.isfinite(f).all()
         np.testing.assert_array_equal(f, bb.features(imgs, layer=layer))
     assert torch.is_grad_enabled()  # features() must not leave grad mode switched off
+
+
+@contract("diffusion-quant")
+def _diffusion_quant(name: str) -> None:
+    import torch
+
+    from aigclab.diffusion import create_quant_config, ddim_sample, load_model, quantize_diffusion
+
+    tiny = {"w_bits": 3, "a_bits": 6, "steps": 2, "calib_samples": 2, "omq_samples": 1, "batch_size": 1}
+    cfg = create_quant_config(name, **tiny)
+    cfg = cfg.model_copy(update={"finetune_steps": min(cfg.finetune_steps, 1), "lora_rank": 1})
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        model = load_model("tiny")
+        runs = [quantize_diffusion(model, cfg) for _ in range(2)]
+        images = [ddim_sample(r.model, 2, 2, torch.Generator().manual_seed(0)) for r in runs]
+    finally:
+        torch.set_num_threads(threads)
+    assert images[0].shape == (2, 16, 16, 3) and images[0].dtype == np.uint8
+    np.testing.assert_array_equal(images[0], images[1])  # seeded: same config, same model
+    assert runs[0].report.total_bytes < runs[0].report.fp32_bytes / 4

@@ -18,6 +18,7 @@ PARTS: dict[str, str] = {
     "data": "datasets, degradations and the embedded benchmark",
     "detect": "score images as real or AI-generated; run detection benchmarks",
     "augment": "X-ray baggage simulator, Background Mixup and detector training with mAP",
+    "gamegym": "V-GameGym harness: curate, generate, sandboxed runs, scoring and leaderboard",
 }
 
 app = typer.Typer(

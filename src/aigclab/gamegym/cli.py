@@ -1,0 +1,163 @@
+"""`aigclab gamegym`: curate, generate, run, score and report visual game programs."""
+
+from __future__ import annotations
+
+import json
+from enum import StrEnum
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(no_args_is_help=True)
+console = Console()
+
+
+class Features(StrEnum):
+    structural = "structural"
+    minilm = "minilm"
+
+
+DATASET = typer.Option(
+    None,
+    "--dataset",
+    help="official V-GameGym JSONL/JSON/parquet or our Sample JSONL; default: embedded games",
+)
+IDS = typer.Option(None, "--id", help="only these sample ids (repeat the option)")
+
+
+def _backend_options(base_url: str | None, model: str | None, json_mode: str | None) -> dict:
+    opts = {"base_url": base_url, "model": model, "json_mode": json_mode}
+    return {k: v for k, v in opts.items() if v is not None}
+
+
+@app.command()
+def curate(
+    out: Path = typer.Option(Path("gamegym/curated.jsonl"), help="samples with cluster_id and quality_score"),
+    dataset: Path | None = DATASET,
+    features: Features = typer.Option(Features.structural, help="structural features or minilm embeddings"),
+    k: int = typer.Option(10, help="number of k-means clusters"),
+    seed: int = typer.Option(0),
+) -> None:
+    """Embed the programs, cluster them, pick one representative per cluster, report coverage."""
+    from aigclab.gamegym.curate import CurateConfig
+    from aigclab.gamegym.curate import curate as run_curate
+    from aigclab.gamegym.records import load_samples, write_records
+    from aigclab.reports import write_json
+
+    result = run_curate(load_samples(dataset), CurateConfig(features=features.value, k=k, seed=seed))
+    write_records(out, result.samples)
+    reps = [s for s in result.samples if s.id in result.representatives]
+    write_records(out.with_name(out.stem + "_representatives.jsonl"), reps)
+    write_json(out.with_name(out.stem + "_coverage.json"), result.coverage)
+    table = Table(title=f"{k} clusters ({features}); themes covered {result.coverage['theme_coverage']:.0%}")
+    for col in ("cluster", "size", "representative", "quality", "themes"):
+        table.add_column(col)
+    for c in result.coverage["clusters"]:
+        themes = ", ".join(f"{t}:{n}" for t, n in c["themes"].items())
+        table.add_row(str(c["cluster"]), str(c["size"]), c["representative"], f"{c['quality']:.1f}", themes)
+    console.print(table)
+    console.print(f"wrote {out} and the representatives / coverage files beside it")
+
+
+@app.command()
+def generate(
+    generator: str = typer.Argument(..., help="reference | broken | chat"),
+    out: Path = typer.Option(Path("gamegym/generations.jsonl")),
+    dataset: Path | None = DATASET,
+    ids: list[str] | None = IDS,
+    backend: str = typer.Option("openai", help="chat backend for the chat generator"),
+    base_url: str | None = typer.Option(None, help="OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1"),
+    model: str | None = typer.Option(None),
+    label: str | None = typer.Option(None, help="name on the leaderboard (default backend:model)"),
+    mode: str | None = typer.Option(None, help="broken: force one defect"),
+) -> None:
+    """Write one program per sample with the chosen generator."""
+    from aigclab.gamegym.records import load_samples, write_records
+    from aigclab.gamegym.run import generate_all
+
+    options: dict = {}
+    if generator == "chat":
+        options = {"backend": backend, "label": label, **_backend_options(base_url, model, None)}
+    elif generator == "broken" and mode:
+        options = {"mode": mode}
+    gens = generate_all(load_samples(dataset, ids), generator, **options)
+    write_records(out, gens)
+    failed = sum(1 for g in gens if g.error)
+    console.print(f"wrote {len(gens)} generations to {out} ({failed} failed)")
+
+
+@app.command()
+def run(
+    generations: list[Path] = typer.Argument(..., help="generation JSONL file(s)"),
+    out: Path = typer.Option(Path("gamegym/attempts.jsonl")),
+    media: Path = typer.Option(Path("gamegym/media"), help="screenshots and GIFs go here"),
+    engine: str = typer.Option("local", help="local | ray"),
+    workers: int | None = typer.Option(None, help="parallel sandboxes (default: CPU count)"),
+    address: str | None = typer.Option(None, help="Ray cluster address"),
+    probe: bool = typer.Option(True, help="also run without input to measure the response to input"),
+    wall_s: float = typer.Option(20.0),
+    cpu_s: int = typer.Option(10),
+    memory_mb: int = typer.Option(1024),
+) -> None:
+    """Run every program in the sandbox; each ends as one flat record."""
+    from collections import Counter
+
+    from aigclab.gamegym.records import Generation, read_records, write_records
+    from aigclab.gamegym.run import execute
+    from aigclab.gamegym.sandbox import SandboxConfig
+
+    gens = [g for path in generations for g in read_records(path, Generation)]
+    cfg = SandboxConfig(wall_s=wall_s, cpu_s=cpu_s, memory_mb=memory_mb)
+    attempts = execute(gens, cfg, media, probe=probe, engine=engine, workers=workers, address=address)  # type: ignore[arg-type]
+    write_records(out, attempts)
+    counts = Counter(a.status for a in attempts)
+    console.print(
+        f"wrote {len(attempts)} attempts to {out}: " + ", ".join(f"{k} {v}" for k, v in counts.items())
+    )
+
+
+@app.command()
+def score(
+    attempts: Path = typer.Argument(..., help="attempts JSONL from `run`"),
+    out: Path = typer.Option(Path("gamegym/scores.jsonl")),
+    dataset: Path | None = DATASET,
+    judge: str | None = typer.Option(
+        None, help="chat backend for the three judges (e.g. openai); default: none"
+    ),
+    base_url: str | None = typer.Option(None),
+    model: str | None = typer.Option(None),
+    json_mode: str | None = typer.Option(None, help="json_schema | json_object | off"),
+) -> None:
+    """Automatic metrics for every attempt, plus the code/screenshot/video judges when --judge is set."""
+    from aigclab.gamegym.records import Attempt, load_samples, read_records, write_records
+    from aigclab.gamegym.run import score_all
+    from aigclab.llm import create_backend
+
+    backend = create_backend(judge, **_backend_options(base_url, model, json_mode)) if judge else None
+    scores = score_all(read_records(attempts, Attempt), load_samples(dataset), backend)
+    write_records(out, scores)
+    passed = sum(s.passed for s in scores)
+    console.print(f"wrote {len(scores)} scores to {out}: {passed} passed")
+
+
+@app.command()
+def report(
+    scores: list[Path] = typer.Argument(..., help="score JSONL file(s)"),
+    out: Path = typer.Option(Path("gamegym/report"), help="folder for leaderboard.json/.md/.png"),
+) -> None:
+    """Leaderboard over generators: pass rate, automatic and judge scores."""
+    from aigclab.gamegym.records import Score, read_records
+    from aigclab.gamegym.run import LEADERBOARD_COLUMNS, write_leaderboard
+
+    rows = write_leaderboard([s for p in scores for s in read_records(p, Score)], out)
+    table = Table(title="GameGym leaderboard")
+    cols = [c for c in LEADERBOARD_COLUMNS if any(r.get(c) is not None for r in rows)]
+    for col in cols:
+        table.add_column(col)
+    for row in rows:
+        table.add_row(*[f"{row[c]:.3f}" if isinstance(row[c], float) else str(row[c]) for c in cols])
+    console.print(table)
+    console.print(json.dumps({r["generator"]: r["fail_reasons"] for r in rows}))
+    console.print(f"wrote {out}/leaderboard.json, .md and .png")

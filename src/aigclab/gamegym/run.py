@@ -1,0 +1,184 @@
+"""The pipeline stages as functions over records: generate, execute (sandbox), score, leaderboard.
+
+Each stage reads and writes plain records, so stages run separately, resume from files, and spread
+over cores (``engine="local"``) or a Ray cluster (``engine="ray"``) through ``aigclab.parallel``.
+
+Example:
+    >>> from aigclab.gamegym.run import execute, generate_all
+    >>> from aigclab.gamegym.records import load_samples
+    >>> from aigclab.gamegym.sandbox import SandboxConfig
+    >>> samples = load_samples(ids=["pong"])
+    >>> attempts = execute(generate_all(samples, "reference"), SandboxConfig(), "runs/")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from aigclab.gamegym.generate import create_generator
+from aigclab.gamegym.records import Attempt, Generation, Sample, Score
+from aigclab.gamegym.sandbox import DEFAULT_EVENTS, SandboxConfig, run_program
+from aigclab.gamegym.score import score_attempt
+from aigclab.llm import ChatBackend
+from aigclab.parallel import Engine, map_items
+
+__all__ = [
+    "LEADERBOARD_COLUMNS",
+    "execute",
+    "execute_one",
+    "generate_all",
+    "leaderboard",
+    "score_all",
+    "write_leaderboard",
+]
+
+LEADERBOARD_COLUMNS = [
+    "generator",
+    "n",
+    "pass_rate",
+    "ran",
+    "exited_cleanly",
+    "auto_score",
+    "motion",
+    "input_response",
+    "fps",
+    "final_score",
+    "code_score",
+    "screenshot_score",
+    "video_score",
+]
+
+
+def generate_all(samples: Sequence[Sample], generator: str, **options: Any) -> list[Generation]:
+    """Ask one generator for every sample (sequentially: chat servers do their own batching)."""
+    gen = create_generator(generator, **options)
+    return [gen.generate(s) for s in samples]
+
+
+def execute_one(job: tuple[Generation, SandboxConfig, str | None, bool]) -> Attempt:
+    """Run one generation in the sandbox (and once more without input when `probe`); never raises."""
+    gen, cfg, media_root, probe = job
+    base: dict[str, Any] = {
+        "sample_id": gen.sample_id,
+        "generator": gen.generator,
+        "code": gen.code,
+        "generation_error": gen.error,
+        "expected_failure": gen.expected_failure,
+    }
+    if not gen.code.strip():
+        return Attempt(status="no_code", **base)
+    digest = hashlib.sha1(gen.code.encode()).hexdigest()[:8]  # distinct programs never share a folder
+    media = (
+        Path(media_root) / _safe(gen.generator) / f"{_safe(gen.sample_id)}-{digest}" if media_root else None
+    )
+    result = run_program(gen.code, cfg, media, DEFAULT_EVENTS)
+    attempt = Attempt(**result.model_dump(), **base, media_dir=str(media) if media else None)
+    if probe and result.status == "ok":
+        quiet = run_program(gen.code, cfg, media / "probe" if media else None, ())
+        attempt.probe_status, attempt.probe_shots = quiet.status, quiet.shots
+    return attempt
+
+
+def _safe(name: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)[:80] or "_"
+
+
+def execute(
+    generations: Sequence[Generation],
+    cfg: SandboxConfig,
+    media_root: str | Path | None = None,
+    *,
+    probe: bool = True,
+    engine: Engine = "local",
+    workers: int | None = None,
+    address: str | None = None,
+) -> list[Attempt]:
+    """Run every generation in its own sandbox, `workers` at a time."""
+    jobs = [(g, cfg, str(media_root) if media_root else None, probe) for g in generations]
+    return map_items(
+        execute_one,
+        jobs,
+        engine=engine,
+        workers=workers,
+        address=address,
+        description="running games",
+        progress=True,
+    )
+
+
+def score_all(
+    attempts: Sequence[Attempt], samples: Sequence[Sample], backend: ChatBackend | None = None
+) -> list[Score]:
+    by_id = {s.id: s for s in samples}
+    return [score_attempt(a, by_id.get(a.sample_id), backend) for a in attempts]
+
+
+def _mean(values: list[Any]) -> float | None:
+    vals = [float(v) for v in values if v is not None]
+    return round(float(np.mean(vals)), 4) if vals else None
+
+
+def leaderboard(scores: Sequence[Score]) -> list[dict[str, Any]]:
+    """One row per generator, best final (or automatic) score first."""
+    groups: dict[str, list[Score]] = defaultdict(list)
+    for s in scores:
+        groups[s.generator].append(s)
+    rows = []
+    for name, group in groups.items():
+        row: dict[str, Any] = {
+            "generator": name,
+            "n": len(group),
+            "pass_rate": _mean([s.passed for s in group]),
+        }
+        for key in LEADERBOARD_COLUMNS[3:]:
+            row[key] = _mean([getattr(s, key) for s in group])
+        row["fail_reasons"] = dict(Counter(s.fail_reason for s in group if s.fail_reason))
+        rows.append(row)
+    return sorted(
+        rows, key=lambda r: -(r["final_score"] if r["final_score"] is not None else r["auto_score"])
+    )
+
+
+def write_leaderboard(
+    scores: Sequence[Score], out_dir: str | Path, name: str = "leaderboard"
+) -> list[dict[str, Any]]:
+    """`<name>.json`, `<name>.md` and `<name>.png` (pass rate and scores per generator)."""
+    from aigclab.reports import markdown_table, write_json  # imports torch: keep it out of the workers
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = leaderboard(scores)
+    write_json(out / f"{name}.json", {"leaderboard": rows, "scores": [s.model_dump() for s in scores]})
+    cols = [c for c in LEADERBOARD_COLUMNS if any(r.get(c) is not None for r in rows)]
+    (out / f"{name}.md").write_text(f"# GameGym {name}\n\n" + markdown_table(rows, cols) + "\n")
+    _plot(rows, out / f"{name}.png")
+    return rows
+
+
+def _plot(rows: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [r["generator"] for r in rows]
+    x = np.arange(len(names))
+    fig, ax = plt.subplots(figsize=(max(4.0, 1.2 * len(names) + 2), 3.5))
+    series = [
+        ("pass rate x100", [100 * (r["pass_rate"] or 0) for r in rows]),
+        ("auto score", [r["auto_score"] or 0 for r in rows]),
+        ("judge final", [r["final_score"] or 0 for r in rows]),
+    ]
+    for i, (label, vals) in enumerate(series):
+        ax.bar(x + (i - 1) * 0.27, vals, 0.27, label=label)
+    ax.set(xticks=x, xticklabels=names, ylim=(0, 100), ylabel="0-100", title="GameGym leaderboard")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
