@@ -276,7 +276,8 @@ def _diffusion_quant(name: str) -> None:
 
     from aigclab.diffusion import create_quant_config, ddim_sample, load_model, quantize_diffusion
 
-    tiny = {"w_bits": 3, "a_bits": 6, "steps": 2, "calib_samples": 2, "omq_samples": 1, "batch_size": 1}
+    tiny = {"w_bits": 3, "a_bits": 6, "steps": 2, "calib_samples": 2, "omq_samples": 1, "batch_size": 1,
+            "calib": "minmax", "omq_group": 0.5}  # fmt: skip
     cfg = create_quant_config(name, **tiny)
     cfg = cfg.model_copy(update={"finetune_steps": min(cfg.finetune_steps, 1), "lora_rank": 1})
     threads = torch.get_num_threads()

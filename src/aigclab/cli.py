@@ -19,6 +19,7 @@ PARTS: dict[str, str] = {
     "detect": "score images as real or AI-generated; run detection benchmarks",
     "augment": "X-ray baggage simulator, Background Mixup and detector training with mAP",
     "gamegym": "V-GameGym harness: curate, generate, sandboxed runs, scoring and leaderboard",
+    "diffusion": "low-bit diffusion quantization (MPQ-DM and baselines), sampling and FID",
 }
 
 app = typer.Typer(

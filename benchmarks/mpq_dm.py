@@ -1,0 +1,168 @@
+"""MPQ-DM benchmark: FID / precision / recall and packed size of low-bit diffusion models, per method.
+
+For one diffusion model (default: the zoo's pixel DDPM) it samples `--n` images with `--steps` DDIM steps
+in full precision, then, for every method and bit setting, quantizes a copy, samples from the same noise
+seeds and measures:
+
+- ``fid``, ``precision``, ``recall``: against `--n-ref` real training patches (the data the zoo's
+  generators learned), in the feature space of `--features` (default: a seeded random CNN; see
+  `aigclab.diffusion.fid` for why and what that means);
+- ``fid_to_fp`` and ``mse_to_fp``: how far the quantized samples moved from the full-precision ones;
+- ``bytes``: the packed storage size (integer codes at their bit-width plus float side information).
+
+Methods: ``uniform`` (min-max PTQ), ``efficientdm`` (MSE calibration + LoRA distillation), ``mpq-dm``
+(OMQ + TRD) at every setting; the ablations ``omq-only`` and ``trd-only`` at `--ablation-settings`.
+Results are written after every run (JSON + markdown), and `--resume` skips runs already in the JSON.
+
+Run: nohup python benchmarks/mpq_dm.py > /work/notes/mpq_dm.log 2>&1 &
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from aigclab.diffusion import create_quant_config, ddim_sample, load_model, parse_bits, quantize_diffusion
+from aigclab.diffusion.fid import evaluate, feature_net, frechet_distance, reference_images
+from aigclab.reports import markdown_table, write_json
+
+OUT = Path(__file__).parent / "results"
+MAIN = ("uniform", "efficientdm", "mpq-dm")
+ABLATIONS = ("omq-only", "trd-only")
+
+
+def _args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default="ddpm", help="ddpm, ldm or tiny")
+    p.add_argument("--settings", default="W2A4,W4A8,W4A4,W3A4")
+    p.add_argument("--ablation-settings", default="W2A4")
+    p.add_argument("--n", type=int, default=256, help="generated samples per model")
+    p.add_argument("--n-ref", type=int, default=1000, help="real reference patches")
+    p.add_argument("--steps", type=int, default=20, help="DDIM steps")
+    p.add_argument("--finetune-steps", type=int, default=100, help="LoRA optimiser steps")
+    p.add_argument("--batch-size", type=int, default=4, help="fine-tuning batch")
+    p.add_argument("--calib-samples", type=int, default=32)
+    p.add_argument("--features", default="random-cnn")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--name", default="mpq_dm", help="results file stem")
+    p.add_argument("--resume", action="store_true")
+    return p.parse_args()
+
+
+def _runs(args: argparse.Namespace) -> list[tuple[str, str]]:
+    settings = args.settings.split(",")
+    ablate = args.ablation_settings.split(",") if args.ablation_settings else []
+    runs = []
+    for setting in settings:
+        runs += [(m, setting) for m in MAIN]
+        runs += [(m, setting) for m in ABLATIONS if setting in ablate]
+    return runs
+
+
+def _markdown(res: dict[str, Any]) -> str:
+    rows = [
+        {"method": "fp32", "setting": "W32A32", "fid": res["fp_fid"], "precision": res["fp_precision"],
+         "recall": res["fp_recall"], "fid_to_fp": 0.0, "bytes": res["fp_bytes"]}
+    ]  # fmt: skip
+    for method, per in res["results"].items():
+        for setting, r in per.items():
+            rows.append({"method": method, "setting": setting, **{k: r[k] for k in
+                        ("fid", "precision", "recall", "fid_to_fp", "mse_to_fp", "bytes", "mixed_layers", "seconds")}})  # fmt: skip
+    rows.sort(key=lambda r: (r["setting"] != "W32A32", r["setting"], r["method"]))
+    cols = [
+        "method",
+        "setting",
+        "fid",
+        "precision",
+        "recall",
+        "fid_to_fp",
+        "mse_to_fp",
+        "bytes",
+        "mixed_layers",
+        "seconds",
+    ]
+    head = (
+        f"# MPQ-DM benchmark ({res['model']})\n\n"
+        f"{res['n']} samples, {res['steps']} DDIM steps, FID against {res['n_ref']} real training patches in the "
+        f"`{res['features']}` feature space (comparable only within this table). Fine-tuning: "
+        f"{res['finetune_steps']} LoRA steps, batch {res['batch_size']}. CPU, one thread.\n\n"
+    )
+    return head + markdown_table(rows, cols) + "\n" + _summary(res)
+
+
+def _summary(res: dict[str, Any]) -> str:
+    lines = []
+    for setting in res["settings"]:
+        base = res["results"].get("uniform", {}).get(setting)
+        ours = res["results"].get("mpq-dm", {}).get(setting)
+        edm = res["results"].get("efficientdm", {}).get(setting)
+        if base and ours:
+            drop = 100 * (base["fid"] - ours["fid"]) / base["fid"]
+            line = f"- {setting}: MPQ-DM FID {ours['fid']:.2f} vs uniform {base['fid']:.2f} ({drop:+.0f}% decrease)"
+            if edm:
+                drop_edm = 100 * (edm["fid"] - ours["fid"]) / edm["fid"]
+                line += f", vs EfficientDM-like {edm['fid']:.2f} ({drop_edm:+.0f}%)"
+            lines.append(line)
+    return "\n".join(lines) + ("\n" if lines else "")
+
+
+def main() -> None:
+    args = _args()
+    torch.set_num_threads(1)
+    OUT.mkdir(parents=True, exist_ok=True)
+    json_path = OUT / f"{args.name}.json"
+    model = load_model(args.model)
+    net = feature_net(args.features)
+    size = model.decode(torch.zeros(1, *model.shape)).shape[-1]
+    real = reference_images(size, n_max=args.n_ref, seed=args.seed)
+    res: dict[str, Any] = json.loads(json_path.read_text()) if args.resume and json_path.is_file() else {}
+    t0 = time.perf_counter()
+    fp = ddim_sample(model, args.n, args.steps, torch.Generator().manual_seed(args.seed))
+    fp_scores = evaluate(real, fp, net)
+    res.update(
+        model=args.model, n=args.n, n_ref=args.n_ref, steps=args.steps, features=args.features,
+        finetune_steps=args.finetune_steps, batch_size=args.batch_size, calib_samples=args.calib_samples,
+        settings=args.settings.split(","), fp_fid=fp_scores["fid"], fp_precision=fp_scores["precision"],
+        fp_recall=fp_scores["recall"], fp_bytes=sum(p.numel() * 4 for p in model.unet.state_dict().values()),
+    )  # fmt: skip
+    res.setdefault("results", {})
+    print(f"fp: {fp_scores} ({time.perf_counter() - t0:.0f}s)", flush=True)
+    for method, setting in _runs(args):
+        if args.resume and setting in res["results"].get(method, {}):
+            continue
+        w_bits, a_bits = parse_bits(setting)
+        cfg = create_quant_config(
+            method, w_bits=w_bits, a_bits=a_bits, steps=args.steps, calib_samples=args.calib_samples,
+            batch_size=args.batch_size, seed=args.seed,
+            **({"finetune_steps": args.finetune_steps} if method != "uniform" else {}),
+        )  # fmt: skip
+        q = quantize_diffusion(model, cfg)
+        images = ddim_sample(
+            model, args.n, args.steps, torch.Generator().manual_seed(args.seed), unet=q.model.unet
+        )
+        scores = evaluate(real, images, net)
+        row = {
+            **scores,
+            "fid_to_fp": frechet_distance(fp, images, net),
+            "mse_to_fp": float(np.mean((images.astype(np.float64) - fp.astype(np.float64)) ** 2)),
+            "bytes": q.report.total_bytes,
+            "mixed_layers": sum(1 for k in q.omq_k.values() if k),
+            "loss_first": q.losses[0] if q.losses else None,
+            "loss_last": q.losses[-1] if q.losses else None,
+            "seconds": round(q.seconds, 1),
+        }
+        res["results"].setdefault(method, {})[setting] = row
+        write_json(json_path, res)
+        (OUT / f"{args.name}.md").write_text(_markdown(res))
+        print(f"{method} {setting}: {json.dumps(row)}", flush=True)
+    print(f"done in {time.perf_counter() - t0:.0f}s", flush=True)
+
+
+if __name__ == "__main__":
+    main()
