@@ -109,6 +109,9 @@ def _chat_backend(name: str) -> None:
     class Reply(BaseModel):
         answer: int
 
+    if name == "transformers":
+        _local_chat_backend(Reply)
+        return
     server = ScriptedChatServer()
     try:
         server.set_script('```json\n{"answer": 42}\n```')
@@ -118,6 +121,23 @@ def _chat_backend(name: str) -> None:
         assert "42" in backend.complete(msgs)
     finally:
         server.close()
+
+
+def _local_chat_backend(reply_cls: type) -> None:
+    """A tiny random local VLM: deterministic text, and a clear error when it never gives valid JSON."""
+    import tempfile
+
+    from tiny_vlm import make_tiny_vlm
+
+    from aigclab.llm import LLMError, create_backend, user_message
+
+    with tempfile.TemporaryDirectory() as tmp:
+        backend = create_backend("transformers", model_path=str(make_tiny_vlm(Path(tmp))), max_new_tokens=6)
+        msgs = [user_message("the answer ?", [np.zeros((20, 20, 3), np.uint8)])]
+        text = backend.complete(msgs)
+        assert isinstance(text, str) and text and text == backend.complete(msgs)
+        with pytest.raises(LLMError, match="gave no valid Reply after 3 tries"):
+            backend.structured(msgs, reply_cls)
 
 
 @contract("game-generator")
@@ -291,3 +311,42 @@ def _diffusion_quant(name: str) -> None:
     assert images[0].shape == (2, 16, 16, 3) and images[0].dtype == np.uint8
     np.testing.assert_array_equal(images[0], images[1])  # seeded: same config, same model
     assert runs[0].report.total_bytes < runs[0].report.fp32_bytes / 4
+
+
+@contract("explainer")
+def _explainer(name: str) -> None:
+    import json
+    import tempfile
+
+    from llm_server import ScriptedChatServer
+    from test_explain import REFERENCE, _Brightness
+
+    from aigclab.explain import Explanation, create_explainer, explain_image
+    from aigclab.llm import LLMError
+
+    img = np.random.default_rng(0).integers(0, 256, (40, 40, 3), dtype=np.uint8)
+    if name == "cues":
+        a = explain_image(img, _Brightness(), create_explainer("cues"), REFERENCE)
+        b = explain_image(img, _Brightness(), create_explainer("cues"), REFERENCE)
+        assert isinstance(a.explanation, Explanation) and a.explanation == b.explanation
+    elif name == "openai":
+        server = ScriptedChatServer()
+        try:
+            server.set_script(
+                json.dumps(
+                    {"verdict": {"label": "real", "probability": 0.1}, "evidence": [], "summary": "ok"}
+                )
+            )
+            res = explain_image(
+                img, _Brightness(), create_explainer("openai", base_url=server.base_url), REFERENCE
+            )
+            assert res.explanation.verdict.label == "real"
+        finally:
+            server.close()
+    else:
+        from tiny_vlm import make_tiny_vlm
+
+        with tempfile.TemporaryDirectory() as tmp:
+            explainer = create_explainer(name, model_path=str(make_tiny_vlm(Path(tmp))), max_new_tokens=4)
+            with pytest.raises(LLMError, match="gave no valid Explanation"):
+                explain_image(img, _Brightness(), explainer, REFERENCE)

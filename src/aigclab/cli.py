@@ -17,6 +17,7 @@ from aigclab.errors import AigclabError
 PARTS: dict[str, str] = {
     "data": "datasets, degradations and the embedded benchmark",
     "detect": "score images as real or AI-generated; run detection benchmarks",
+    "explain": "forensic evidence, heat maps and (M)LLM explanations of detector verdicts",
     "augment": "X-ray baggage simulator, Background Mixup and detector training with mAP",
     "gamegym": "V-GameGym harness: curate, generate, sandboxed runs, scoring and leaderboard",
     "diffusion": "low-bit diffusion quantization (MPQ-DM and baselines), sampling and FID",

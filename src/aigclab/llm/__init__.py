@@ -13,6 +13,7 @@ Example:
 
 from __future__ import annotations
 
+from aigclab.llm import local_hf
 from aigclab.llm.backends import (
     BACKENDS,
     ChatBackend,
@@ -37,6 +38,7 @@ __all__ = [
     "image_part",
     "image_to_data_url",
     "list_backends",
+    "local_hf",
     "parse_model",
     "system_message",
     "user_message",

@@ -34,6 +34,7 @@ __all__ = [
     "OpenAIConfig",
     "create_backend",
     "list_backends",
+    "structured_reply",
 ]
 
 M = TypeVar("M", bound=BaseModel)
@@ -116,16 +117,14 @@ class OpenAIBackend:
                 raise LLMError(f"{url}: reply is not JSON: {resp.text[:200]!r}") from None
         raise LLMError(f"{url}: no answer after {self.cfg.max_retries + 1} tries ({last})")
 
-    def complete(
-        self, messages: Sequence[Message], schema: dict[str, Any] | None = None, schema_name: str = "output"
-    ) -> str:
+    def complete(self, messages: Sequence[Message], schema: dict[str, Any] | None = None) -> str:
         body: dict[str, Any] = {
             "model": self.cfg.model,
             "messages": list(messages),
             "temperature": self.cfg.temperature,
             "max_tokens": self.cfg.max_tokens,
         }
-        fmt = self._response_format(schema, schema_name)
+        fmt = self._response_format(schema, str((schema or {}).get("title", "output")))
         if fmt:
             body["response_format"] = fmt
         data = self._post(body)
@@ -136,30 +135,40 @@ class OpenAIBackend:
         return content or ""
 
     def structured(self, messages: Sequence[Message], model_cls: type[M]) -> M:
-        msgs = list(messages)
-        schema = model_cls.model_json_schema()
-        error = ""
-        for attempt in range(self.cfg.max_reasks + 1):
-            if attempt:
-                self.stats["reasks"] += 1
-            text = self.complete(msgs, schema=schema, schema_name=model_cls.__name__)
-            try:
-                return parse_model(text, model_cls)
-            except ValueError as err:
-                error = str(err)
-                msgs = [
-                    *messages,
-                    {"role": "assistant", "content": text},
-                    {
-                        "role": "user",
-                        "content": f"That reply was invalid ({error[:300]}). "
-                        "Answer again with only one JSON object that matches the schema.",
-                    },
-                ]
-        raise LLMError(
-            f"{self.cfg.model} at {self.cfg.base_url} gave no valid {model_cls.__name__} "
-            f"after {self.cfg.max_reasks + 1} tries: {error[:300]}"
-        )
+        where = f"{self.cfg.model} at {self.cfg.base_url}"
+        return structured_reply(self, messages, model_cls, self.cfg.max_reasks, self.stats, where)
+
+
+def structured_reply(
+    backend: ChatBackend,
+    messages: Sequence[Message],
+    model_cls: type[M],
+    max_reasks: int,
+    stats: dict[str, int],
+    where: str,
+) -> M:
+    """Ask for `model_cls` JSON; on invalid output show the model its reply and the error, and ask again."""
+    msgs = list(messages)
+    schema = model_cls.model_json_schema()
+    error = ""
+    for attempt in range(max_reasks + 1):
+        if attempt:
+            stats["reasks"] += 1
+        text = backend.complete(msgs, schema=schema)
+        try:
+            return parse_model(text, model_cls)
+        except ValueError as err:
+            error = str(err)
+            msgs = [
+                *messages,
+                {"role": "assistant", "content": text},
+                {
+                    "role": "user",
+                    "content": f"That reply was invalid ({error[:300]}). "
+                    "Answer again with only one JSON object that matches the schema.",
+                },
+            ]
+    raise LLMError(f"{where} gave no valid {model_cls.__name__} after {max_reasks + 1} tries: {error[:300]}")
 
 
 @BACKENDS.register("openai")
