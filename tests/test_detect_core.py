@@ -147,3 +147,12 @@ def test_npr_residual_vanishes_on_nearest_upsampled_images() -> None:
     up = torch.nn.functional.interpolate(low, scale_factor=2.0, mode="nearest")
     assert npr_residual(up).abs().max() == 0
     assert npr_residual(torch.rand(2, 3, 16, 16)).abs().max() > 0
+
+
+def test_ray_feature_extraction_matches_local() -> None:
+    pytest.importorskip("ray")
+    local = FeatureExtractor(layer="block2", backbone_kwargs=RANDOM_BACKBONE, batch_size=8)
+    remote = FeatureExtractor(
+        layer="block2", backbone_kwargs=RANDOM_BACKBONE, batch_size=8, engine="ray", workers=2
+    )
+    np.testing.assert_allclose(remote(IMAGES), local(IMAGES), rtol=1e-5, atol=1e-6)

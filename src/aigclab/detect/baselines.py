@@ -39,6 +39,7 @@ class LinearProbeConfig(Config):
     patch_size: int = 32
     device: str = "cpu"
     cache_dir: str | None = None
+    engine: Literal["local", "ray"] = "local"  # where feature extraction of large batches runs
 
 
 class LinearProbe(Detector):
@@ -49,7 +50,12 @@ class LinearProbe(Detector):
         self.patch_size = config.patch_size
         kwargs = dict(config.backbone_kwargs) | ({"weights": config.weights} if config.weights else {})
         self.extractor = FeatureExtractor(
-            config.backbone, config.layer, config.cache_dir, config.device, backbone_kwargs=kwargs
+            config.backbone,
+            config.layer,
+            config.cache_dir,
+            config.device,
+            engine=config.engine,
+            backbone_kwargs=kwargs,
         )
         self.coef: np.ndarray | None = None
         self.intercept = 0.0

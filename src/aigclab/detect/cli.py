@@ -27,7 +27,9 @@ console = Console()
 DEFAULT_DETECTOR = "ftnet-tiny"
 
 
-def build_default_detector(per_generator: int = 64, cache_dir: str | None = None, device: str = "cpu"):  # type: ignore[no-untyped-def]
+def build_default_detector(
+    per_generator: int = 64, cache_dir: str | None = None, device: str = "cpu", engine: str = "local"
+):  # type: ignore[no-untyped-def]
     """The embedded default: FTNet on the embedded backbone with a support bank of AIGC-Mini training images.
 
     The bank holds `per_generator` train fakes of every zoo generator and as many real train patches.
@@ -45,7 +47,7 @@ def build_default_detector(per_generator: int = 64, cache_dir: str | None = None
         n = per_generator * (len(set(train.generators.tolist())) - 1) if gen == "real" else per_generator
         pick.append(rng.choice(idx, size=min(n, len(idx)), replace=False))
     bank = train.subset(np.concatenate(pick))
-    det = create_detector(DEFAULT_DETECTOR, cache_dir=cache_dir, device=device)
+    det = create_detector(DEFAULT_DETECTOR, cache_dir=cache_dir, device=device, engine=engine)
     return det.add_support(bank.images, bank.labels)
 
 
@@ -61,12 +63,13 @@ def run(
     device: str = typer.Option("cpu", help="torch device, e.g. cuda"),
     batch_size: int = typer.Option(256, help="images scored per batch"),
     cache_dir: Path | None = typer.Option(None, help="cache backbone features here"),
+    engine: str = typer.Option("local", help="feature extraction engine: local or ray (extra [ray])"),
 ) -> None:
     """Score images: probability of being AI-generated, verdict; bad files are skipped and reported."""
     from aigclab.datasets import ImageDataset, scan_folder
     from aigclab.io import iter_images, list_images, write_jsonl
 
-    det = _load_detector(detector, str(cache_dir) if cache_dir else None, device)
+    det = _load_detector(detector, str(cache_dir) if cache_dir else None, device, engine)
     if support is not None:
         ds = ImageDataset(scan_folder(support))
         items = list(ds)
@@ -94,9 +97,9 @@ def run(
     console.print(f"wrote {out} and {out.with_suffix('.csv')}: {len(rows)} scored, {len(skipped)} skipped")
 
 
-def _load_detector(spec: str, cache_dir: str | None, device: str):  # type: ignore[no-untyped-def]
+def _load_detector(spec: str, cache_dir: str | None, device: str, engine: str = "local"):  # type: ignore[no-untyped-def]
     if spec == "default":
-        return build_default_detector(cache_dir=cache_dir, device=device)
+        return build_default_detector(cache_dir=cache_dir, device=device, engine=engine)
     from aigclab.detect import load_detector
 
     return load_detector(spec)

@@ -58,6 +58,7 @@ class FTNetConfig(Config):
     patch_size: int = 32
     device: str = "cpu"
     cache_dir: str | None = None
+    engine: Literal["local", "ray"] = "local"  # where feature extraction of large batches runs
 
 
 def _normalise(x: np.ndarray) -> np.ndarray:
@@ -138,7 +139,12 @@ class FTNet(Detector):
         self.patch_size = config.patch_size
         kwargs = dict(config.backbone_kwargs) | ({"weights": config.weights} if config.weights else {})
         self.extractor = FeatureExtractor(
-            config.backbone, config.layer, config.cache_dir, config.device, backbone_kwargs=kwargs
+            config.backbone,
+            config.layer,
+            config.cache_dir,
+            config.device,
+            engine=config.engine,
+            backbone_kwargs=kwargs,
         )
         self.bank = SupportBank(config.index, config.neighbours)
         self.adapter: torch.Tensor | None = None
