@@ -6,6 +6,9 @@ Same data, step budget and seeds for every augmentation. Training scans are rend
 
     python benchmarks/xray_bgm.py                 # full run (about an hour on 2 shared CPU cores)
     python benchmarks/xray_bgm.py --quick         # smoke test
+    # or one process per detector, then merge:
+    python benchmarks/xray_bgm.py --detectors fcos-tiny --name xray_bgm_fcos   (and faster-rcnn-tiny)
+    python benchmarks/xray_bgm.py --merge xray_bgm_frcnn,xray_bgm_fcos
 
 Writes ``benchmarks/results/xray_bgm.json`` and ``.md``.
 """
@@ -38,13 +41,16 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--augs", default=",".join(PRIMARY + SECONDARY))
     p.add_argument("--detectors", default="faster-rcnn-tiny,fcos-tiny")
-    p.add_argument("--steps", default="faster-rcnn-tiny=350,fcos-tiny=1000")
+    p.add_argument("--steps", default="faster-rcnn-tiny=300,fcos-tiny=1000")
     p.add_argument("--n-train", type=int, default=300)
     p.add_argument("--n-test", type=int, default=150)
     p.add_argument("--image-size", type=int, default=160)
     p.add_argument("--data-seed", type=int, default=0)
     p.add_argument("--name", default="xray_bgm")
     p.add_argument("--quick", action="store_true", help="tiny sizes, 1 seed: checks the script runs")
+    p.add_argument(
+        "--merge", default="", help="comma-separated result names (e.g. one per detector) to merge"
+    )
     args = p.parse_args()
     if args.quick:
         args.seeds, args.n_train, args.n_test, args.image_size = 1, 16, 8, 96
@@ -53,22 +59,33 @@ def parse_args() -> argparse.Namespace:
 
 
 def augment_timing(augs: list[str], samples: list[Any], n: int = 400) -> dict[str, dict[str, float]]:
-    """Milliseconds per image: the mixing op when applied (p=1), and the whole train-time pipeline."""
+    """CPU milliseconds per image (robust to a shared machine): flip + zoom + the mixing op applied
+    every time (p=1), and the train-time pipeline (mixing with its default probability)."""
     out = {}
     for name in augs:
         row = {}
         for label, mix in (("mix_ms", _always(name)), ("pipeline_ms", create_augmentation(name))):
             aug, rng = DetectionAugment(mix), np.random.default_rng(0)
-            start = time.perf_counter()
+            start = time.process_time()
             for k in range(n):
                 aug(samples[k % len(samples)], samples[(k + 1) % len(samples)], rng)
-            row[label] = 1000.0 * (time.perf_counter() - start) / n
+            row[label] = 1000.0 * (time.process_time() - start) / n
         out[name] = row
     return out
 
 
 def _always(name: str) -> Any:
     return create_augmentation(name) if name == "none" else create_augmentation(name, p=1.0)
+
+
+def _train_step_ms(detector: str, samples: list[Any], image_size: int, steps: int = 6) -> float:
+    """CPU ms per image of a training step (a 1-step run is subtracted to drop set-up costs)."""
+    seconds = []
+    for n in (1, 1 + steps):
+        start = time.process_time()
+        train(TrainConfig(detector=detector, steps=n, image_size=image_size), samples)
+        seconds.append(time.process_time() - start)
+    return 1000.0 * (seconds[1] - seconds[0]) / (steps * TrainConfig().batch_size)
 
 
 def summarise(runs: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
@@ -143,16 +160,38 @@ def write_results(
         f"{meta['setup']}\n\nmean ± std over seeds; `_xv` = cross-vendor test set (scanner vendor-b); "
         "delta = paired mean difference against `none` on the same seeds (wins/seeds).\n\n"
         + markdown_table(rows, cols)
-        + "\n\n## Augmentation time per image (ms, one CPU thread)\n\n"
+        + "\n\n## Augmentation time per image (CPU ms, one thread)\n\n"
         + markdown_table(timing, ["aug", "mix_ms", "pipeline_ms"])
+        + "\n\nFor scale, a training step costs (CPU ms per image, one thread, no augmentation): "
+        + ", ".join(f"{d} {v:.1f}" for d, v in meta.get("train_step_ms_per_image", {}).items())
         + "\n"
     )
     (RESULTS / f"{args.name}.md").write_text(text)
 
 
+def merge(args: argparse.Namespace) -> None:
+    """Combine the runs of several partial results (e.g. one process per detector) into `args.name`."""
+    parts = [json.loads((RESULTS / f"{name}.json").read_text()) for name in args.merge.split(",")]
+    meta = {k: parts[0][k] for k in ("setup", "config")}
+    cfg = parts[0]["config"]
+    samples = to_samples(
+        simulate_split(XraySimConfig(**cfg["sim"]), cfg["n_train"], cfg["data_seed"], "train"), "vendor-a"
+    )
+    meta["augment_ms_per_image"] = augment_timing(list(parts[0]["augment_ms_per_image"]), samples)
+    meta["train_step_ms_per_image"] = {
+        det: _train_step_ms(det, samples, cfg["image_size"])
+        for det in sorted({r["detector"] for part in parts for r in part["runs"]})
+    }
+    meta["merged_from"] = args.merge.split(",")
+    write_results(args, meta, [r for part in parts for r in part["runs"]], all(p["complete"] for p in parts))
+    print(f"wrote {RESULTS / args.name}.json")
+
+
 def main() -> None:
     args = parse_args()
     torch.set_num_threads(1)
+    if args.merge:
+        return merge(args)
     augs, detectors = args.augs.split(","), args.detectors.split(",")
     steps = {k: int(v) for k, v in (item.split("=") for item in args.steps.split(","))}
     sim = XraySimConfig(image_size=args.image_size)
