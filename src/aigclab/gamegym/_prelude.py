@@ -3,6 +3,7 @@
 * Virtual clock: ``time.time/monotonic/perf_counter(_ns)``, ``time.sleep``, ``pygame.time.Clock``,
   ``get_ticks``, ``wait``, ``delay`` and ``set_timer`` all read or advance one virtual time, so a game
   that ticks at 60 FPS for 10 s runs as fast as the CPU allows. A frame shown without a tick counts 1/30 s.
+  With ``clock="real"`` nothing is patched and captures follow the real clock (the official way).
 * Capture: the display's flip/update save screenshots at fixed virtual times and small video frames.
 * Input: scripted key and mouse events are posted when their virtual time comes; ``key.get_pressed``
   and ``mouse.get_pos/get_pressed`` follow them (the dummy video driver has no real input).
@@ -37,6 +38,8 @@ STATE: dict[str, Any] = {
     "last_event": 0.0,
 }
 _T0, _M0 = 1.7e9, 1000.0
+VIRTUAL = CFG["clock"] == "virtual"
+_real_clock, _real_start = time.monotonic, time.monotonic()
 
 
 def advance(seconds: float) -> None:
@@ -167,7 +170,11 @@ def patch_pygame(pygame) -> None:  # type: ignore[no-untyped-def]
         return pygame.event.poll()
 
     def on_frame() -> None:
-        if not STATE["ticked"]:
+        if not VIRTUAL:  # real time, as the official recorder runs
+            STATE["t"] = _real_clock() - _real_start
+            if STATE["t"] > CFG["max_virtual_s"]:
+                finish("virtual_limit", 3)
+        elif not STATE["ticked"]:
             advance(1 / 30)
         STATE["ticked"] = False
         STATE["frames"] += 1
@@ -196,14 +203,15 @@ def patch_pygame(pygame) -> None:  # type: ignore[no-untyped-def]
 
         return wrapped
 
-    pygame.time.Clock = Clock
-    pygame.time.get_ticks = lambda: int(STATE["t"] * 1000)
-    pygame.time.wait = pygame.time.delay = sleep_ms
-    pygame.time.set_timer = set_timer
+    if VIRTUAL:
+        pygame.time.Clock = Clock
+        pygame.time.get_ticks = lambda: int(STATE["t"] * 1000)
+        pygame.time.wait = pygame.time.delay = sleep_ms
+        pygame.time.set_timer = set_timer
+        pygame.event.wait = wait
     pygame.event.get = wrap_events(pygame.event.get)
     pygame.event.poll = wrap_events(pygame.event.poll)
     pygame.event.peek = wrap_events(pygame.event.peek)
-    pygame.event.wait = wait
     pygame.key.get_pressed = Keys
     pygame.mouse.get_pos = lambda: mouse["pos"]
     pygame.mouse.get_pressed = lambda num_buttons=3: tuple(mouse["buttons"][:num_buttons])
@@ -214,7 +222,8 @@ def patch_pygame(pygame) -> None:  # type: ignore[no-untyped-def]
 def main() -> None:
     os.makedirs(OUT, exist_ok=True)
     random.seed(CFG["seed"])
-    patch_time()
+    if VIRTUAL:
+        patch_time()
     socket.socket = socket.create_connection = socket.socketpair = _blocked  # type: ignore[assignment, misc]
     import pygame
 

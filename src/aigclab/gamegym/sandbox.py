@@ -23,6 +23,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -86,6 +87,7 @@ class SandboxConfig(Config):
     file_mb: int = 64
     nproc: int = 32
     isolation: Isolation = "auto"
+    clock: Literal["virtual", "real"] = "virtual"
     max_virtual_s: float = 12.0  # the prompt asks for 10 s; a program still running after this is stopped
     shots_at: tuple[float, ...] = (0, 1, 2, 3, 4, 5, 6, 7, 8, 9)
     video_fps: float = 4.0
@@ -212,6 +214,17 @@ def _wait(proc: subprocess.Popen, wall_s: float) -> tuple[int | None, float, boo
         time.sleep(0.01)
 
 
+def _reap(uid: int, patience_s: float = 3.0) -> None:
+    """Wait until the sandbox uid owns no process (the dying PID namespace), killing stragglers."""
+    deadline = time.monotonic() + patience_s
+    while _user_procs(uid) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+            if os.stat(f"/proc/{pid}").st_uid == uid:
+                os.kill(int(pid), signal.SIGKILL)
+
+
 def _tail(path: Path, n: int = 2000) -> str:
     data = path.read_bytes() if path.exists() else b""
     return data[-n:].decode("utf-8", "replace")
@@ -249,11 +262,12 @@ def run_program(
         shutil.copy(_HERE / "_prelude.py", wd / "_gg_prelude.py")
         shutil.copy(_HERE / "_jail.py", logdir / "_gg_jail.py")
         child_cfg = cfg.model_dump(
-            include={"max_virtual_s", "shots_at", "video_fps", "video_s", "video_width", "seed"}
+            include={"clock", "max_virtual_s", "shots_at", "video_fps", "video_s", "video_width", "seed"}
         )
         child_cfg["events"] = [e.model_dump() for e in events]
         (wd / "_gg_config.json").write_text(json.dumps(child_cfg))
-        (logdir / "jail.json").write_text(json.dumps(_jail_config(cfg, workdir, mode)))
+        jail = _jail_config(cfg, workdir, mode)
+        (logdir / "jail.json").write_text(json.dumps(jail))
         prefix = {"namespaces": _UNSHARE, "user-namespaces": [_UNSHARE[0], "-r", *_UNSHARE[1:]]}.get(mode, [])
         cmd = [*prefix, sys.executable, "-I", str(logdir / "_gg_jail.py"), str(logdir / "jail.json")]
         start = time.monotonic()
@@ -268,6 +282,8 @@ def run_program(
                 start_new_session=True,
             )
             returncode, cpu, timed_out = _wait(proc, cfg.wall_s)
+        if jail["uid"] is not None:
+            _reap(jail["uid"])
         wall = time.monotonic() - start
         report = _read_report(wd / "_gg_out" / "result.json")
         result = RunResult(
@@ -297,6 +313,11 @@ def _read_report(path: Path) -> _ChildReport | None:
         return None
 
 
+def _plain(path: Path) -> bool:
+    """A regular file the program wrote itself: no symlink, no hard link to someone else's file."""
+    return path.is_file() and not path.is_symlink() and path.stat().st_nlink == 1
+
+
 def _collect_media(
     src: Path, report: _ChildReport, dest: Path, result: RunResult, cfg: SandboxConfig
 ) -> None:
@@ -306,13 +327,13 @@ def _collect_media(
     dest.mkdir(parents=True, exist_ok=True)
     for name in report.shots[: len(cfg.shots_at)]:
         path = src / Path(name).name
-        if path.is_file() and not path.is_symlink():
+        if _plain(path):
             shutil.copyfile(path, dest / path.name)
             result.shots.append(path.name)
     frames = []
     for i in range(min(report.video, int(cfg.video_fps * cfg.video_s) + 1)):
         path = src / f"video_{i:04d}.png"
-        if not path.is_file() or path.is_symlink():
+        if not _plain(path):
             break
         try:
             with Image.open(path) as im:
