@@ -66,9 +66,17 @@ def test_errors_name_the_problem(tmp_path):
         load_generator("vae", root=tmp_path)
 
 
-def test_quick_build_writes_a_loadable_benchmark(tmp_path: Path):
-    out = tmp_path / "mini"
-    build_mini(out, work=tmp_path / "work", generators=["dcgan", "vae"], quick=True, log=lambda _: None)
+def test_quick_build_is_loadable_and_rebuilds_bit_identically(tmp_path: Path):
+    for run in ("a", "b"):  # two builds from scratch, each with its own checkpoint folder
+        build_mini(
+            tmp_path / run,
+            work=tmp_path / f"work-{run}",
+            generators=["dcgan", "vae"],
+            quick=True,
+            log=lambda _: None,
+        )
+    assert (tmp_path / "a" / "manifest.json").read_text() == (tmp_path / "b" / "manifest.json").read_text()
+    out = tmp_path / "a"
     man = mini_manifest(out)
     assert set(man["generators"]) == {"dcgan", "vae"} and man["backbone"]["trained_on"] == ["dcgan"]
     data = load_mini("test", root=out)

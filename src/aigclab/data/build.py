@@ -36,7 +36,7 @@ class BuildSizes:
     def __init__(self, quick: bool = False):
         self.quick = quick
         self.n_test = 24 if quick else 1000
-        self.n_train = 16 if quick else 300
+        self.n_train = 16 if quick else 200
         self.n_train_main = 32 if quick else 2000  # the training family (the "ProGAN role")
         self.real_train_per_photo = 4 if quick else 300
         self.real_test_per_photo = 4 if quick else 150

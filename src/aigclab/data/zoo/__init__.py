@@ -108,12 +108,18 @@ def list_generators() -> list[str]:
 
 
 def save_generator(model: ZooGenerator, root: Path | None = None) -> Path:
-    """Write weights (fp16 safetensors) and config JSON as ``<weights name>.safetensors/.json`` in `root`."""
+    """Write weights (fp16 safetensors) and config JSON as ``<weights name>.safetensors/.json`` in `root`.
+
+    Only what sampling needs is kept: parts under `model.training_only` (a GAN's discriminator, a VAE's
+    encoder) are left out to keep the shipped zoo small.
+    """
     root = root or weights_dir()
     root.mkdir(parents=True, exist_ok=True)
     path = root / f"{model.weights_name}.safetensors"
     state = {
-        k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in model.state_dict().items()
+        k: (v.half() if v.is_floating_point() else v).contiguous()
+        for k, v in model.state_dict().items()
+        if not k.startswith(model.training_only)
     }
     save_file(state, path)
     meta = model.config.model_dump(mode="json")
@@ -139,5 +145,11 @@ def load_generator(name: str, root: Path | None = None, **overrides: Any) -> Zoo
     if not path.is_file():
         raise DataError(f"{path}: no trained weights for generator {name!r}; run `aigclab data build-mini`")
     state = load_file(path)
-    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+    state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.startswith(model.training_only)]
+    if missing or unexpected:
+        raise DataError(
+            f"{path}: weights do not fit {name!r} (missing {missing[:3]}, unexpected {unexpected[:3]})"
+        )
     return model.eval()

@@ -43,6 +43,7 @@ class ZooGenerator(nn.Module):
     """A trainable image generator. Subclasses define `_sample`, `train_step` and `configure`."""
 
     config: ZooConfig
+    training_only: tuple[str, ...] = ()  # state-dict prefixes that sampling does not need (not shipped)
 
     @property
     def family(self) -> str:

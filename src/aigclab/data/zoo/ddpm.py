@@ -30,6 +30,7 @@ class DDPMConfig(ZooConfig):
     beta_schedule: str = "linear"
     sampler: Literal["ddpm", "ddim"] = "ddpm"
     sample_steps: int = 100
+    clip_sample: bool = True  # clip predicted clean images to [-1, 1] at each sampling step
     lr: float = 2e-4
     in_channels: int = 3
 
@@ -56,7 +57,9 @@ def unet_config(cfg: DDPMConfig) -> dict[str, Any]:
 def make_scheduler(cfg: DDPMConfig, sampler: str | None = None) -> Any:
     """The scheduler for training (`ddpm`) or for the config's sampler."""
     cls = DDIMScheduler if (sampler or cfg.sampler) == "ddim" else DDPMScheduler
-    return cls(num_train_timesteps=cfg.train_timesteps, beta_schedule=cfg.beta_schedule, clip_sample=False)
+    return cls(
+        num_train_timesteps=cfg.train_timesteps, beta_schedule=cfg.beta_schedule, clip_sample=cfg.clip_sample
+    )
 
 
 def diffusion_loss(unet: Any, scheduler: Any, x0: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -69,7 +72,11 @@ def diffusion_loss(unet: Any, scheduler: Any, x0: torch.Tensor, generator: torch
 def denoise_loop(
     unet: Any, scheduler: Any, shape: tuple[int, ...], steps: int, generator: torch.Generator
 ) -> torch.Tensor:
-    """Start from Gaussian noise and apply `steps` scheduler steps (ancestral for DDPM, eta=0 for DDIM)."""
+    """Start from Gaussian noise and apply `steps` scheduler steps (ancestral for DDPM, eta=0 for DDIM).
+
+    With `clip_sample` (pixel DDPM/DDIM) the scheduler clips the predicted clean image to [-1, 1] at every
+    step, which keeps the small, briefly trained UNet from drifting into saturated colours.
+    """
     scheduler.set_timesteps(steps)
     x = torch.randn(shape, generator=generator)
     for t in scheduler.timesteps:

@@ -37,6 +37,7 @@ class GAN(ZooGenerator):
     """Generator + discriminator; `sample` uses the generator only."""
 
     config: GANConfig
+    training_only = ("disc.",)
 
     def __init__(self, config: GANConfig):
         super().__init__()

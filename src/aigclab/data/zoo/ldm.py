@@ -30,6 +30,7 @@ class LDMConfig(DDPMConfig):
     ae_lr: float = 1e-3
     sampler: str = "ddim"  # type: ignore[assignment]
     sample_steps: int = 25
+    clip_sample: bool = False  # latents are not bounded
 
 
 class LDM(ZooGenerator):

@@ -21,6 +21,7 @@ class VAEConfig(ZooConfig):
 
 class VAE(ZooGenerator):
     config: VAEConfig
+    training_only = ("enc.",)
 
     def __init__(self, config: VAEConfig):
         super().__init__()
