@@ -20,6 +20,7 @@ Run: nohup python benchmarks/mpq_dm.py > /work/notes/mpq_dm.log 2>&1 &
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import time
 from pathlib import Path
@@ -40,6 +41,7 @@ ABLATIONS = ("omq-only", "trd-only")
 def _args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="ddpm", help="ddpm, ldm or tiny")
+    p.add_argument("--weights", type=Path, default=None, help="zoo weights folder (default: the shipped one)")
     p.add_argument("--settings", default="W2A4,W4A8,W4A4,W3A4")
     p.add_argument("--ablation-settings", default="W2A4")
     p.add_argument("--n", type=int, default=256, help="generated samples per model")
@@ -112,12 +114,21 @@ def _summary(res: dict[str, Any]) -> str:
     return "\n".join(lines) + ("\n" if lines else "")
 
 
+def _weights_hash(args: argparse.Namespace) -> str | None:
+    if args.model == "tiny":
+        return None
+    from aigclab.data.zoo import weights_dir
+
+    path = (args.weights or weights_dir()) / f"{args.model}.safetensors"
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
 def main() -> None:
     args = _args()
     torch.set_num_threads(1)
     OUT.mkdir(parents=True, exist_ok=True)
     json_path = OUT / f"{args.name}.json"
-    model = load_model(args.model)
+    model = load_model(args.model, args.weights)
     net = feature_net(args.features)
     size = model.decode(torch.zeros(1, *model.shape)).shape[-1]
     real = reference_images(size, n_max=args.n_ref, seed=args.seed)
@@ -126,7 +137,7 @@ def main() -> None:
     fp = ddim_sample(model, args.n, args.steps, torch.Generator().manual_seed(args.seed))
     fp_scores = evaluate(real, fp, net)
     res.update(
-        model=args.model, n=args.n, n_ref=args.n_ref, steps=args.steps, features=args.features,
+        model=args.model, weights_sha256=_weights_hash(args), n=args.n, n_ref=args.n_ref, steps=args.steps, features=args.features,
         finetune_steps=args.finetune_steps, batch_size=args.batch_size, calib_samples=args.calib_samples,
         settings=args.settings.split(","), fp_fid=fp_scores["fid"], fp_precision=fp_scores["precision"],
         fp_recall=fp_scores["recall"], fp_bytes=sum(p.numel() * 4 for p in model.unet.state_dict().values()),

@@ -39,7 +39,6 @@ def quantize(
     seed: int = typer.Option(0),
 ) -> None:
     """Quantize a diffusion UNet with one method at one bit setting; print its true packed size."""
-    import torch
     from safetensors.numpy import save_file
 
     from aigclab.diffusion import (
@@ -57,7 +56,6 @@ def quantize(
         method, w_bits=w_bits, a_bits=a_bits, steps=steps, seed=seed,
         **{k: v for k, v in overrides.items() if v is not None},
     )  # fmt: skip
-    torch.manual_seed(seed)
     result = quantize_diffusion(load_model(model, weights), cfg)
     save_quantized(result, out)
     save_file(export_packed(result.model.unet), str(out / "packed.safetensors"))

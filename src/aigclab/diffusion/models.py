@@ -20,8 +20,9 @@ Example:
 from __future__ import annotations
 
 import copy
+import json
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
@@ -50,13 +51,15 @@ class DiffusionModel:
     train_timesteps: int
     beta_schedule: str
     shape: tuple[int, int, int]
+    clip_sample: bool = False
     decoder: Callable[[torch.Tensor], torch.Tensor] | None = None
-    extras: dict[str, str] = field(default_factory=dict)
 
     def scheduler(self) -> Any:
         """A fresh deterministic DDIM scheduler (diffusers `DDIMScheduler`) for this model's schedule."""
         return DDIMScheduler(
-            num_train_timesteps=self.train_timesteps, beta_schedule=self.beta_schedule, clip_sample=False
+            num_train_timesteps=self.train_timesteps,
+            beta_schedule=self.beta_schedule,
+            clip_sample=self.clip_sample,
         )
 
     def decode(self, x: torch.Tensor) -> torch.Tensor:
@@ -67,7 +70,7 @@ class DiffusionModel:
         """A copy with its own UNet (the decoder is shared and never quantized)."""
         return DiffusionModel(
             self.name, copy.deepcopy(self.unet), self.train_timesteps, self.beta_schedule, self.shape,
-            self.decoder, dict(self.extras),
+            self.clip_sample, self.decoder,
         )  # fmt: skip
 
 
@@ -83,6 +86,17 @@ def _tiny() -> DiffusionModel:
     return DiffusionModel("tiny", cast(nn.Module, unet).eval(), 100, "linear", (3, 16, 16))
 
 
+def _trained_config(name: str, weights: Path | None) -> dict[str, Any]:
+    """The config saved beside the weights (``<name>.json``), so schedule and shape match the training run."""
+    from aigclab.data.zoo import weights_dir
+
+    path = (weights or weights_dir()) / f"{name}.json"
+    if not path.is_file():
+        raise AigclabError(f"{path}: no trained {name!r} weights config; run `aigclab data build-mini`")
+    meta = json.loads(path.read_text())
+    return {k: v for k, v in meta.items() if k not in ("name", "unet_config")}
+
+
 def load_model(name: str, weights: Path | None = None) -> DiffusionModel:
     """Load `name` (one of `MODELS`); zoo models read trained weights from `weights` or the shipped zoo."""
     if name == "tiny":
@@ -91,24 +105,26 @@ def load_model(name: str, weights: Path | None = None) -> DiffusionModel:
         raise AigclabError(f"unknown diffusion model {name!r}; known: {', '.join(MODELS)}")
     from aigclab.data.zoo import load_generator
 
-    gen: Any = load_generator(name, root=weights)
+    gen: Any = load_generator(name, root=weights, **_trained_config(name, weights))
     cfg = gen.config
     unet: nn.Module = gen.unet.eval()
     for p in unet.parameters():
         p.requires_grad_(False)
+    clip = bool(getattr(cfg, "clip_sample", False))
     if name == "ddpm":
-        return DiffusionModel(name, unet, cfg.train_timesteps, cfg.beta_schedule, (3, cfg.size, cfg.size))
-    latent = int(cfg.latent_channels)  # type: ignore[attr-defined]
-    decoder: nn.Module = gen.decoder  # type: ignore[assignment]
-    scale = float(gen.latent_scale)  # type: ignore[arg-type]
+        return DiffusionModel(
+            name, unet, cfg.train_timesteps, cfg.beta_schedule, (3, cfg.size, cfg.size), clip
+        )
+    decoder: nn.Module = gen.decoder
+    scale = float(gen.latent_scale)
     for p in decoder.parameters():
         p.requires_grad_(False)
 
     def decode(z: torch.Tensor) -> torch.Tensor:
         return decoder(z / scale)
 
-    shape = (latent, cfg.size // 4, cfg.size // 4)
-    return DiffusionModel(name, unet, cfg.train_timesteps, cfg.beta_schedule, shape, decode)
+    shape = (int(cfg.latent_channels), cfg.size // 4, cfg.size // 4)
+    return DiffusionModel(name, unet, cfg.train_timesteps, cfg.beta_schedule, shape, clip, decode)
 
 
 def _to_uint8(x: torch.Tensor) -> np.ndarray:
