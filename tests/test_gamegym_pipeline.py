@@ -12,7 +12,15 @@ from aigclab.cli import app
 from aigclab.errors import DataError
 from aigclab.gamegym.curate import CurateConfig, curate, quality_score
 from aigclab.gamegym.generate import BROKEN_MODES, build_prompt, create_generator, extract_code
-from aigclab.gamegym.records import Attempt, Sample, Score, load_samples, read_records, write_records
+from aigclab.gamegym.records import (
+    Attempt,
+    Generation,
+    Sample,
+    Score,
+    load_samples,
+    read_records,
+    write_records,
+)
 from aigclab.gamegym.run import execute, generate_all, score_all, write_leaderboard
 from aigclab.gamegym.sandbox import SandboxConfig
 from aigclab.llm import create_backend
@@ -158,3 +166,16 @@ def test_cli_end_to_end(tmp_path):
     assert len(read_records(tmp_path / "cur_representatives.jsonl", Sample)) == 4
     bad = runner.invoke(app, ["gamegym", "score", str(tmp_path / "missing.jsonl")])
     assert bad.exit_code != 0 and "missing.jsonl: file not found" in str(bad.exception)
+
+
+def test_cli_generates_through_a_chat_server(tmp_path, chat_server):
+    pong = load_samples(ids=["pong"])[0]
+    chat_server.set_script("Sure.\n```python\n" + pong.code + "```")
+    out = tmp_path / "g.jsonl"
+    args = ["gamegym", "generate", "chat", "--id", "pong", "--base-url", chat_server.base_url, "--model", "m"]
+    result = CliRunner().invoke(app, [*args, "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    (gen,) = read_records(out, Generation)
+    assert gen.generator == "openai:m" and gen.code == pong.code and gen.error is None
+    prompt = chat_server.requests[0]["messages"][0]["content"]
+    assert pong.requirement.strip() in prompt and "exactly 10 seconds" in prompt

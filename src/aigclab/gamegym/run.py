@@ -77,7 +77,10 @@ def execute_one(job: tuple[Generation, SandboxConfig, str | None, bool]) -> Atte
     media = (
         Path(media_root) / _safe(gen.generator) / f"{_safe(gen.sample_id)}-{digest}" if media_root else None
     )
-    result = run_program(gen.code, cfg, media, DEFAULT_EVENTS)
+    try:
+        result = run_program(gen.code, cfg, media, DEFAULT_EVENTS)
+    except OSError as err:  # the machine, not the program: reported apart from model failures
+        return Attempt(status="sandbox_error", stderr=f"{type(err).__name__}: {err}", **base)
     attempt = Attempt(**result.model_dump(), **base, media_dir=str(media) if media else None)
     if probe and result.status == "ok":
         quiet = run_program(gen.code, cfg, media / "probe" if media else None, ())

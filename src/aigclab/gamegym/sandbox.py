@@ -44,7 +44,16 @@ __all__ = ["DEFAULT_EVENTS", "InputEvent", "RunResult", "SandboxConfig", "isolat
 
 Isolation = Literal["auto", "namespaces", "user-namespaces", "none"]
 Status = Literal[
-    "ok", "syntax_error", "crash", "timeout", "cpu_limit", "memory", "no_frames", "virtual_limit", "no_code"
+    "ok",
+    "syntax_error",
+    "crash",
+    "timeout",
+    "cpu_limit",
+    "memory",
+    "no_frames",
+    "virtual_limit",
+    "no_code",
+    "sandbox_error",
 ]
 _HERE = Path(__file__).parent
 _UNSHARE = ["unshare", "--net", "--mount", "--pid", "--fork", "--kill-child", "--mount-proc"]
