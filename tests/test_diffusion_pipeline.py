@@ -142,3 +142,17 @@ def test_cli_quantize_then_sample_writes_a_grid(tmp_path: Path) -> None:
     assert Image.open(grid).size == (2 * 18 + 2, 2 * 18 + 2)
     res = runner.invoke(app, ["diffusion", "sample", str(grid), "--model", "tiny", "--quantized", str(out)])
     assert isinstance(res.exception, AigclabError) and "--steps 2" in str(res.exception)
+
+
+@pytest.mark.parametrize("name", ["ddpm", "ldm"])
+def test_zoo_models_load_with_their_saved_config_and_quantize(name: str, tmp_path: Path) -> None:
+    from aigclab.data.zoo import create_generator, save_generator
+
+    save_generator(create_generator(name, preset=f"{name}-tiny"), tmp_path)
+    model = load_model(name, tmp_path)
+    cfg = create_quant_config("uniform", w_bits=4, a_bits=8, **TINY)
+    result = quantize_diffusion(model, cfg)
+    images = ddim_sample(model, 2, 3, torch.Generator().manual_seed(0), unet=result.model.unet)
+    assert images.shape == (2, 32, 32, 3) and images.dtype == np.uint8
+    with pytest.raises(AigclabError, match="weights config"):
+        load_model(name, tmp_path / "missing")
