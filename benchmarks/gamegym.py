@@ -49,7 +49,7 @@ def main() -> None:
 
     # 2. the same programs on the real clock (the official recorder's way), on a subset
     n_real = 2 if args.quick else 6
-    _, real_wall = timed_run(
+    real_attempts, real_wall = timed_run(
         ref_gens[:n_real], cfg.model_copy(update={"clock": "real"}), f"{args.media}/real"
     )
     realtime_games_per_minute = n_real / real_wall * 60
@@ -107,6 +107,8 @@ def main() -> None:
             "broken": round(broken_wall, 1),
         },
         "per_game_wall_s_mean": round(sum(a.wall_s for a in ref_attempts) / len(ref_attempts), 3),
+        "per_game_wall_s_mean_realtime": round(sum(a.wall_s for a in real_attempts) / n_real, 3),
+        "realtime_pass_rate": sum(a.status == "ok" for a in real_attempts) / n_real,
         "per_game_speedup_mean": round(sum(s.speedup for s in ref_scores) / len(ref_scores), 2),
         "reference_auto_score": rows[0]["auto_score"] if rows[0]["generator"] == "reference" else None,
         "curation": curation,

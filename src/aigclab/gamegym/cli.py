@@ -112,6 +112,10 @@ def run(
     cfg = SandboxConfig(wall_s=wall_s, cpu_s=cpu_s, memory_mb=memory_mb)
     attempts = execute(gens, cfg, media, probe=probe, engine=engine, workers=workers, address=address)  # type: ignore[arg-type]
     write_records(out, attempts)
+    if any(a.isolation == "none" for a in attempts):
+        console.print(
+            "[yellow]warning:[/yellow] no namespaces here: programs ran without network/filesystem isolation"
+        )
     counts = Counter(a.status for a in attempts)
     console.print(
         f"wrote {len(attempts)} attempts to {out}: " + ", ".join(f"{k} {v}" for k, v in counts.items())

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from aigclab.gamegym.sandbox import RunResult, SandboxConfig, run_program
+from aigclab.gamegym.sandbox import RunResult, SandboxConfig, isolation_mode, run_program
 
 __all__ = ["ATTACKS", "run_hostile_suite"]
 
@@ -173,6 +173,11 @@ def run_hostile_suite(
     out: dict[str, dict] = {}
     try:
         for name in attacks:
+            mode = isolation_mode() if cfg.isolation == "auto" else cfg.isolation
+            if name == "kill_parent" and mode == "none":  # same uid, no PID namespace: it would kill us
+                detail = "not run: no PID namespace and the same uid"
+                out[name] = {"verdict": "escaped", "detail": detail, "status": "not_run", "wall_s": 0.0}
+                continue
             code, judge = _attack(name, ctx)
             result = run_program(code, cfg)
             time.sleep(0.05)

@@ -8,7 +8,8 @@ Layers, strongest available first (``isolation="auto"`` probes once per process)
   read-write), a PID namespace whose processes all die with it; then an unused uid (so
   RLIMIT_NPROC applies and nothing of the parent's can be signalled or read).
 * ``user-namespaces`` (non-root, where the kernel allows): the same with ``unshare -r``, no uid drop.
-* ``none``: a plain child process; only the rlimits and the Python socket block remain.
+* ``none``: a plain child process; only the rlimits and the Python socket block remain. This is
+  not a security boundary (the hostile suite escapes it); use it only for trusted code.
 
 Always: its own session (process group killed on timeout), wall-clock timeout, RLIMIT_CPU, RLIMIT_AS,
 RLIMIT_FSIZE, RLIMIT_NPROC, RLIMIT_NOFILE, a fresh temp working dir, a scrubbed environment with SDL
