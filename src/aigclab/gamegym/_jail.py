@@ -8,6 +8,7 @@ Usage: ``python -I _gg_jail.py <jail.json>``.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import json
 import os
@@ -38,6 +39,29 @@ def _bind(fd: int, target: str, readonly: bool) -> None:
         _mount("none", target, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
 
 
+# Per-mount flags that a read-only remount must keep (locked in user namespaces): nosuid, nodev,
+# noexec, noatime, nodiratime, relatime. statvfs reports them with the same bit values.
+_KEEP_FLAGS = MS_NOSUID | MS_NODEV | 8 | 1024 | 2048 | 4096
+
+
+def readonly_elsewhere(writable: list[str]) -> None:
+    """Every other mount point (but /proc, /dev, /sys) becomes read-only in this mount namespace.
+
+    Always a *bind* remount, which changes this namespace's view of the mount, never the filesystem.
+    """
+    with open("/proc/self/mountinfo") as fh:
+        points = [line.split()[4] for line in fh]
+    for point in points:
+        if "\\" in point or point.startswith(("/proc", "/dev", "/sys")):
+            continue
+        if any(point == w or point.startswith(w.rstrip("/") + "/") for w in writable):
+            continue
+        flags = MS_REMOUNT | MS_BIND | MS_RDONLY | (os.statvfs(point).f_flag & _KEEP_FLAGS)
+        assert flags & MS_BIND  # a remount without MS_BIND would make the host's filesystem read-only
+        with contextlib.suppress(OSError):  # a few special mounts refuse; they hold no user files
+            _mount("none", point, None, flags)
+
+
 def hide_filesystem(hide: list[str], keep_ro: list[str], workdir: str) -> None:
     """Empty tmpfs over every path in `hide`; `keep_ro` and `workdir` are bound back in place."""
     _mount("none", "/", None, MS_REC | MS_PRIVATE)
@@ -47,6 +71,7 @@ def hide_filesystem(hide: list[str], keep_ro: list[str], workdir: str) -> None:
     for path in keep_ro:
         _bind(fds[path], path, readonly=True)
     _bind(fds[workdir], workdir, readonly=False)
+    readonly_elsewhere([*hide, workdir])
 
 
 def set_limits(cfg: dict) -> None:
