@@ -1,8 +1,18 @@
 """Rebuild AIGC-Mini from scratch: train the zoo, sample every generator, cut the real patches, write assets.
 
 Every step is seeded; `build_mini` is what `aigclab data build-mini` runs. Stages checkpoint to
-`work` (one weights file + one samples file per generator), so an interrupted build resumes where it
-stopped. ``quick=True`` uses the ``-tiny`` presets and a few samples (for tests, seconds).
+`work` (one weights file + one samples file per generator, then the backbone), so an interrupted build
+resumes where it stopped. ``quick=True`` uses the ``-tiny`` presets and a few samples (tests, seconds).
+
+Reproducibility: the build runs with ``torch.set_num_threads(1)``; every random draw (batches, flips,
+latents, diffusion noise) comes from a `torch.Generator` seeded per generator and split, and parameter
+initialisation runs under a fixed seed inside `torch.random.fork_rng`. On one CPU type with the same
+library versions a rebuild gives the same manifest hashes (checked: the ``--quick`` build twice in the
+tests, and one full generator plus the backbone retrained by ``benchmarks/aigc_mini.py``). Hashes can
+differ across CPU instruction sets (oneDNN/MKL pick different kernels, e.g. AVX-512 vs AVX2, which
+changes float rounding), across torch/diffusers versions, and with more threads (parallel reductions
+sum in a different order). Manifest set hashes are of decoded pixels, so they do not depend on the
+zlib version that wrote the PNG mosaics; the ``file_sha256`` entries do.
 
 Example:
     >>> from pathlib import Path
@@ -13,6 +23,7 @@ Example:
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -102,23 +113,32 @@ def build_mini(
         "test": photo_patches("test", max_per_photo=sizes.real_test_per_photo),
     }
     manifest_path = write_mini(out, real, fakes, weights, sizes, log)
-    train_backbone(out, sizes, log)
+    train_backbone(out, work, sizes, log)
     return manifest_path
 
 
-def train_backbone(out: Path, sizes: BuildSizes, log: Callable[[str], None] = print) -> Path:
-    """Train the embedded backbone on the cross-generator training split of the benchmark in `out`."""
+def train_backbone(out: Path, work: Path, sizes: BuildSizes, log: Callable[[str], None] = print) -> Path:
+    """Train the embedded backbone on the cross-generator training split of the benchmark in `out`.
+
+    The weights are checkpointed as ``<work>/weights/aigclab-tiny.safetensors`` (reused when present)
+    and copied to the shipped location (or ``<out>/weights`` for a quick build).
+    """
     from aigclab.data.mini import load_mini, mini_manifest
     from aigclab.nn.tiny import TinyConfig, save_tiny, tiny_weights_path, train_tiny
 
     train_gen = mini_manifest(out)["train_generator"]
-    data = load_mini("train", generators=[train_gen], root=out)
-    config = TinyConfig.from_preset("aigclab.nn", "aigclab-tiny-test" if sizes.quick else "aigclab-tiny")
-    log(f"aigclab-tiny: training on {len(data)} images (real + {train_gen})")
-    model = train_tiny(data.images, data.labels, config, log)
-    path = save_tiny(
-        model, out / "weights" / "aigclab-tiny.safetensors" if sizes.quick else tiny_weights_path()
-    )
+    checkpoint = work / "weights" / "aigclab-tiny.safetensors"
+    if checkpoint.is_file():
+        log(f"aigclab-tiny: {checkpoint} exists, not retraining")
+    else:
+        data = load_mini("train", generators=[train_gen], root=out)
+        config = TinyConfig.from_preset("aigclab.nn", "aigclab-tiny-test" if sizes.quick else "aigclab-tiny")
+        log(f"aigclab-tiny: training on {len(data)} images (real + {train_gen})")
+        save_tiny(train_tiny(data.images, data.labels, config, log), checkpoint)
+    path = out / "weights" / "aigclab-tiny.safetensors" if sizes.quick else tiny_weights_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for suffix in (".safetensors", ".json"):
+        shutil.copyfile(checkpoint.with_suffix(suffix), path.with_suffix(suffix))
     log(f"aigclab-tiny: wrote {path}")
     manifest = mini_manifest(out)
     manifest["backbone"] = {"name": "aigclab-tiny", "sha256": content_hash(path), "trained_on": [train_gen]}

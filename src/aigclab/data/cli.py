@@ -82,7 +82,12 @@ def build_mini_cmd(
 
     from aigclab.data.build import ZOO_ORDER, build_mini
     from aigclab.data.mini import mini_root
+    from aigclab.errors import AigclabError
 
+    if quick and out is None:
+        raise AigclabError(
+            "--quick builds a tiny test benchmark; give --out so the shipped one is not replaced"
+        )
     names = [g for g in generators.split(",") if g] or list(ZOO_ORDER)
     start = time.perf_counter()
 
