@@ -5,9 +5,10 @@ Layers, strongest available first (``isolation="auto"`` probes once per process)
 * ``namespaces`` (root): ``unshare --net --mount --pid --fork --kill-child``: an empty network
   namespace (no interfaces but a down loopback), a private mount namespace where the temp dirs and
   home directories are empty tmpfs (the interpreter is bound back read-only, the work dir
-  read-write), a PID namespace whose processes all die with it; then an unused uid (so
-  RLIMIT_NPROC applies and nothing of the parent's can be signalled or read).
-* ``user-namespaces`` (non-root, where the kernel allows): the same with ``unshare -r``, no uid drop.
+  read-write) and every other mount is read-only, a PID namespace whose processes all die with it;
+  then an unused uid (so RLIMIT_NPROC applies and nothing of the parent's can be signalled or read).
+* ``user-namespaces`` (non-root, where the kernel allows): the same with ``unshare -r``, no uid drop,
+  so files the invoking user may read outside the hidden dirs stay readable.
 * ``none``: a plain child process; only the rlimits and the Python socket block remain. This is
   not a security boundary (the hostile suite escapes it); use it only for trusted code.
 
