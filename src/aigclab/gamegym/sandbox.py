@@ -141,8 +141,11 @@ def isolation_mode() -> str:
     tries = [("namespaces", _UNSHARE)] if os.geteuid() == 0 else []
     tries.append(("user-namespaces", [_UNSHARE[0], "-r", *_UNSHARE[1:]]))
     for mode, cmd in tries:
-        if subprocess.run([*cmd, "true"], capture_output=True, timeout=20).returncode == 0:
-            return mode
+        try:
+            if subprocess.run([*cmd, "true"], capture_output=True, timeout=20).returncode == 0:
+                return mode
+        except subprocess.TimeoutExpired:
+            continue
     return "none"
 
 
