@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from aigclab.cli import app
 from aigclab.errors import DataError
+from aigclab.gamegym.cli import app
 from aigclab.gamegym.curate import CurateConfig, curate, quality_score
 from aigclab.gamegym.generate import BROKEN_MODES, build_prompt, create_generator, extract_code
 from aigclab.gamegym.records import (
@@ -139,7 +139,7 @@ def test_cli_end_to_end(tmp_path):
     gens, atts, scores = tmp_path / "g.jsonl", tmp_path / "a.jsonl", tmp_path / "s.jsonl"
 
     def ok(*args: str) -> str:
-        result = runner.invoke(app, ["gamegym", *args])
+        result = runner.invoke(app, list(args))
         assert result.exit_code == 0, result.output
         return result.output
 
@@ -164,7 +164,7 @@ def test_cli_end_to_end(tmp_path):
     assert read_records(scores, Score)[0].passed
     ok("curate", "--out", str(tmp_path / "cur.jsonl"), "--k", "4")
     assert len(read_records(tmp_path / "cur_representatives.jsonl", Sample)) == 4
-    bad = runner.invoke(app, ["gamegym", "score", str(tmp_path / "missing.jsonl")])
+    bad = runner.invoke(app, ["score", str(tmp_path / "missing.jsonl")])
     assert bad.exit_code != 0 and "missing.jsonl: file not found" in str(bad.exception)
 
 
@@ -172,7 +172,7 @@ def test_cli_generates_through_a_chat_server(tmp_path, chat_server):
     pong = load_samples(ids=["pong"])[0]
     chat_server.set_script("Sure.\n```python\n" + pong.code + "```")
     out = tmp_path / "g.jsonl"
-    args = ["gamegym", "generate", "chat", "--id", "pong", "--base-url", chat_server.base_url, "--model", "m"]
+    args = ["generate", "chat", "--id", "pong", "--base-url", chat_server.base_url, "--model", "m"]
     result = CliRunner().invoke(app, [*args, "--out", str(out)])
     assert result.exit_code == 0, result.output
     (gen,) = read_records(out, Generation)
