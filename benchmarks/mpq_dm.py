@@ -55,6 +55,11 @@ def _args() -> argparse.Namespace:
     p.add_argument("--name", default="mpq_dm", help="results file stem")
     p.add_argument("--resume", action="store_true")
     p.add_argument("--report-only", action="store_true", help="rewrite the markdown from the JSON and stop")
+    p.add_argument(
+        "--merge",
+        default="",
+        help="comma-separated result stems of parallel runs (same model and sizes) to merge in",
+    )
     return p.parse_args()
 
 
@@ -123,6 +128,17 @@ def _summary(res: dict[str, Any]) -> str:
     return "\n".join(lines) + ("\n" if lines else "")
 
 
+def _merge(res: dict[str, Any], part: dict[str, Any], stem: str) -> None:
+    """Add the runs of a parallel part (same model, weights, sizes and FP samples) to `res`."""
+    keys = ("model", "weights_sha256", "n", "n_ref", "steps", "features", "finetune_steps", "fp_fid")
+    differ = [k for k in keys if part[k] != res[k]]
+    if differ:
+        raise SystemExit(f"{stem}: cannot merge, differs in {differ}")
+    for method, per in part["results"].items():
+        res["results"].setdefault(method, {}).update(per)
+    res["settings"] = list(dict.fromkeys([*res["settings"], *part["settings"]]))
+
+
 def _weights_hash(args: argparse.Namespace) -> str | None:
     if args.model == "tiny":
         return None
@@ -138,7 +154,11 @@ def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     json_path = OUT / f"{args.name}.json"
     if args.report_only:
-        (OUT / f"{args.name}.md").write_text(_markdown(json.loads(json_path.read_text())))
+        res = json.loads(json_path.read_text())
+        for stem in filter(None, args.merge.split(",")):
+            _merge(res, json.loads((OUT / f"{stem}.json").read_text()), stem)
+        write_json(json_path, res)
+        (OUT / f"{args.name}.md").write_text(_markdown(res))
         return
     model = load_model(args.model, args.weights)
     net = feature_net(args.features)
