@@ -212,6 +212,8 @@ def _detector(name: str) -> None:
                 "patch_size": 32,
                 "layer": "pooled" if name.startswith("univfd") else "block1",
             }
+        elif name in ("ftnet-tiny", "ftnet-t-tiny"):
+            overrides = {}  # the training-free residual-spectrum backbone
         elif name.startswith(("ftnet", "univfd")):
             overrides = {"backbone_kwargs": {"pretrained": False, "preset": "aigclab-tiny-test"}}
         else:
@@ -262,6 +264,8 @@ def _backbone(name: str) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         if name == "aigclab-tiny":
             bb = create_backbone(name, pretrained=False, preset="aigclab-tiny-test")
+        elif name == "residual-spectrum":
+            bb = create_backbone(name)
         elif name == "timm":
             import timm
 
@@ -283,7 +287,7 @@ def _backbone(name: str) -> None:
             model = open_clip.create_model("contract-bb", pretrained=None)
             save_file({k: v.contiguous() for k, v in model.state_dict().items()}, f"{tmp}/w.safetensors")
             bb = create_backbone(name, model_name="contract-bb", weights=f"{tmp}/w.safetensors")
-    for layer in (bb.layers[0], "pooled"):
+    for layer in sorted({bb.layers[0], bb.layers[-1]}):
         f = bb.features(imgs, layer=layer)
         assert f.ndim == 2 and f.shape[0] == 2 and np.isfinite(f).all()
         np.testing.assert_array_equal(f, bb.features(imgs, layer=layer))

@@ -18,7 +18,7 @@ IMAGES = RNG.integers(0, 256, (24, 32, 32, 3), dtype=np.uint8)
 
 
 def _ftnet(**kw) -> FTNet:
-    return create_detector("ftnet-tiny", backbone_kwargs=RANDOM_BACKBONE, **kw)  # type: ignore[return-value]
+    return create_detector("ftnet-cnn-tiny", backbone_kwargs=RANDOM_BACKBONE, **kw)  # type: ignore[return-value]
 
 
 def test_one_plus_one_support_is_exact_nearest_neighbour() -> None:
@@ -156,3 +156,18 @@ def test_ray_feature_extraction_matches_local() -> None:
         layer="block2", backbone_kwargs=RANDOM_BACKBONE, batch_size=8, engine="ray", workers=2
     )
     np.testing.assert_allclose(remote(IMAGES), local(IMAGES), rtol=1e-5, atol=1e-6)
+
+
+def test_support_centring_subtracts_the_bank_mean() -> None:
+    feats = np.random.default_rng(3).normal(2.0, 1.0, (10, 6)).astype(np.float32)
+    labels = np.array([0, 1] * 5)
+    bank = SupportBank("exact", center="support")
+    bank.add(feats, labels)
+    centred = feats - feats.mean(axis=0)
+    centred /= np.linalg.norm(centred, axis=1, keepdims=True)
+    np.testing.assert_allclose(bank.keys[1], centred[labels == 1], atol=1e-6)
+    q = np.random.default_rng(4).normal(2.0, 1.0, (3, 6)).astype(np.float32)
+    sims = bank.prepare(q) @ centred.T
+    expected = kernel_scores(sims[:, labels == 1], 50.0) - kernel_scores(sims[:, labels == 0], 50.0)
+    lk = bank.log_kernel(q, 50.0)
+    np.testing.assert_allclose(lk[:, 1] - lk[:, 0], expected, atol=1e-4)

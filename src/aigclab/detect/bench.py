@@ -110,6 +110,7 @@ def few_shot(
     ks: Sequence[int] = (1, 4, 8),
     seeds: Sequence[int] | None = None,
     finetune_k: Sequence[int] = (4,),
+    cnn_k: Sequence[int] = (4,),
     baselines: Sequence[str] = BASELINES,
     compression: str | None = None,
     cache_dir: str | None = None,
@@ -127,6 +128,7 @@ def few_shot(
             {g: [binary_metrics(det.score(q.images), q.labels)] for g, q in queries.items()}
         )
     runs = [("ftnet", "ftnet-tiny", k) for k in ks] + [("ftnet-t", "ftnet-t-tiny", k) for k in finetune_k]
+    runs += [("ftnet-cnn", "ftnet-cnn-tiny", k) for k in cnn_k]  # FTNet on the trained CNN's block3 instead
     for family, preset, k in runs:
         per: dict[str, list[dict[str, float]]] = {g: [] for g in unseen}
         for seed in seeds:

@@ -47,6 +47,7 @@ class FTNetConfig(Config):
     backbone_kwargs: dict[str, Any] = Field(default_factory=dict)
     weights: str | None = None  # local weight file for pretrained backbones (merged into backbone_kwargs)
     layer: str = "block3"
+    center: Literal["none", "support"] = "none"  # subtract the support bank's mean feature first
     beta: float = 15.0
     prob: Literal["vote", "softmax"] = "vote"
     index: Literal["exact", "flat", "hnsw", "ivf"] = "exact"
@@ -78,18 +79,27 @@ def kernel_scores(sims: np.ndarray, beta: float, valid: np.ndarray | None = None
 class SupportBank:
     """Normalised support features per class, searched exactly or through a faiss index."""
 
-    def __init__(self, index: str = "exact", neighbours: int = 32):
-        self.kind, self.neighbours = index, neighbours
+    def __init__(self, index: str = "exact", neighbours: int = 32, center: str = "none"):
+        self.kind, self.neighbours, self.center = index, neighbours, center
+        self.raw: dict[int, np.ndarray] = {}
         self.keys: dict[int, np.ndarray] = {}
+        self.mean: np.ndarray | float = 0.0
         self._index: dict[int, Any] = {}
 
     def add(self, features: np.ndarray, labels: np.ndarray) -> None:
-        feats, labels = _normalise(features), np.asarray(labels)
+        feats, labels = np.asarray(features, np.float32), np.asarray(labels)
         for c in (0, 1):
             if (labels == c).any():
-                old = self.keys.get(c, np.zeros((0, feats.shape[1]), np.float32))
-                self.keys[c] = np.concatenate([old, feats[labels == c]])
+                old = self.raw.get(c, np.zeros((0, feats.shape[1]), np.float32))
+                self.raw[c] = np.concatenate([old, feats[labels == c]])
+        if self.center == "support":
+            self.mean = np.concatenate(list(self.raw.values())).mean(axis=0)
+        self.keys = {c: _normalise(f - self.mean) for c, f in self.raw.items()}
         self._index = {}  # rebuilt lazily
+
+    def prepare(self, features: np.ndarray) -> np.ndarray:
+        """Centre (if configured) and L2-normalise query features like the keys."""
+        return _normalise(np.asarray(features, np.float32) - self.mean)
 
     def __len__(self) -> int:
         return sum(len(k) for k in self.keys.values())
@@ -119,7 +129,7 @@ class SupportBank:
         """(N, 2) log kernel sums of normalised queries against the real (0) and fake (1) keys."""
         if set(self.keys) != {0, 1}:
             raise AigclabError("FTNet needs at least one real and one fake support image before scoring")
-        q = _normalise(queries)
+        q = self.prepare(queries)
         out = np.empty((len(q), 2))
         for c in (0, 1):
             if self.kind == "exact":
@@ -146,7 +156,7 @@ class FTNet(Detector):
             engine=config.engine,
             backbone_kwargs=kwargs,
         )
-        self.bank = SupportBank(config.index, config.neighbours)
+        self.bank = SupportBank(config.index, config.neighbours, config.center)
         self.adapter: torch.Tensor | None = None
         self._train_feats: list[np.ndarray] = []
         self._train_labels: list[np.ndarray] = []
@@ -171,7 +181,7 @@ class FTNet(Detector):
         cfg = self.config
         keys = torch.from_numpy(np.concatenate([self.bank.keys[0], self.bank.keys[1]]))
         onehot = torch.cat([torch.zeros(len(self.bank.keys[0])), torch.ones(len(self.bank.keys[1]))]).long()
-        x = torch.from_numpy(_normalise(np.concatenate(self._train_feats)))
+        x = torch.from_numpy(self.bank.prepare(np.concatenate(self._train_feats)))
         y = torch.from_numpy(np.concatenate(self._train_labels)).long()
         weight = torch.nn.Parameter(keys.clone())
         opt = torch.optim.AdamW([weight], lr=cfg.finetune_lr, weight_decay=0.01)
@@ -197,7 +207,7 @@ class FTNet(Detector):
 
     def log_kernel(self, features: np.ndarray) -> np.ndarray:
         if self.adapter is not None:
-            q = torch.from_numpy(_normalise(features))
+            q = torch.from_numpy(self.bank.prepare(features))
             return self._adapter_logits(q, self.adapter, self._onehot).numpy().astype(np.float64)
         return self.bank.log_kernel(features, self.config.beta)
 
@@ -209,8 +219,8 @@ class FTNet(Detector):
         return 1.0 / (1.0 + np.exp(lk[:, 0] - lk[:, 1]))
 
     def save(self, path: str | Path) -> None:
-        """Support keys (and the FTNet-T adapter) as safetensors, the config beside it as JSON."""
-        tensors = {f"keys_{c}": torch.from_numpy(k) for c, k in self.bank.keys.items()}
+        """Support features (and the FTNet-T adapter) as safetensors, the config beside it as JSON."""
+        tensors = {f"support_{c}": torch.from_numpy(f) for c, f in self.bank.raw.items()}
         if self.adapter is not None:
             tensors["adapter"] = self.adapter
         save_tensors(self, tensors, path)
@@ -221,8 +231,9 @@ class FTNet(Detector):
         det = cls(FTNetConfig.from_json(path.with_suffix(".json")))
         state = load_file(path)
         for c in (0, 1):
-            if f"keys_{c}" in state:
-                det.bank.keys[c] = state[f"keys_{c}"].numpy()
+            if f"support_{c}" in state:
+                feats = state[f"support_{c}"].numpy()
+                det.bank.add(feats, np.full(len(feats), c))
         if "adapter" in state:
             det.adapter = state["adapter"]
             det._onehot = torch.cat(
@@ -239,5 +250,5 @@ def _variant(preset: str):  # type: ignore[no-untyped-def]
     return build
 
 
-for _preset in ("ftnet-tiny", "ftnet-t-tiny", "ftnet-clip-l14", "ftnet-t-clip-l14"):
+for _preset in ("ftnet-tiny", "ftnet-t-tiny", "ftnet-cnn-tiny", "ftnet-clip-l14", "ftnet-t-clip-l14"):
     DETECTORS.register(_preset)(_variant(_preset))
