@@ -8,7 +8,8 @@ Reproducibility: the build runs with ``torch.set_num_threads(1)``; every random 
 latents, diffusion noise) comes from a `torch.Generator` seeded per generator and split, and parameter
 initialisation runs under a fixed seed inside `torch.random.fork_rng`. On one CPU type with the same
 library versions a rebuild gives the same manifest hashes (checked: the ``--quick`` build twice in the
-tests, and one full generator plus the backbone retrained by ``benchmarks/aigc_mini.py``). Hashes can
+tests; the backbone and ``vae`` retrained by ``benchmarks/aigc_mini.py``; further generators retrained
+by ``scripts/check_mini_rebuild.py``, results in ``benchmarks/results/aigc_mini_rebuild.jsonl``). Hashes can
 differ across CPU instruction sets (oneDNN/MKL pick different kernels, e.g. AVX-512 vs AVX2, which
 changes float rounding), across torch/diffusers versions, and with more threads (parallel reductions
 sum in a different order). Manifest set hashes are of decoded pixels, so they do not depend on the
