@@ -68,19 +68,20 @@ def test_attribution_map_locates_what_the_scorer_looks_at() -> None:
 
 REFERENCE = {
     "cues": {
-        "spectral_peaks": {"direction": 1, "real_quantiles": np.linspace(0.5, 2.5, 101).tolist()},
-        "noise_residual": {"direction": -1, "real_quantiles": np.linspace(1.0, 4.0, 101).tolist()},
-        "jpeg_grid": {"direction": -1, "real_quantiles": np.linspace(0.0, 0.5, 101).tolist()},
-        "colour": {"direction": 1, "real_quantiles": np.linspace(0.0, 80.0, 101).tolist()},
+        "spectral_peaks": {"real_quantiles": np.linspace(0.5, 2.5, 101).tolist()},
+        "noise_residual": {"real_quantiles": np.linspace(1.0, 4.0, 101).tolist()},
+        "jpeg_grid": {"real_quantiles": np.linspace(0.0, 0.5, 101).tolist()},
+        "colour": {"real_quantiles": np.linspace(0.0, 80.0, 101).tolist()},
     }
 }
 
 
-def test_strength_is_a_directional_cdf() -> None:
-    assert strength("spectral_peaks", 1.5, REFERENCE) == pytest.approx(0.5)
+def test_strength_is_two_sided_against_real_quantiles() -> None:
+    assert strength("spectral_peaks", 1.5, REFERENCE) == pytest.approx(0.0)  # the real median
+    assert strength("spectral_peaks", 2.0, REFERENCE) == pytest.approx(0.5)  # the 75th percentile
+    assert strength("spectral_peaks", 1.0, REFERENCE) == pytest.approx(0.5)  # the 25th percentile
     assert strength("spectral_peaks", 9.0, REFERENCE) == 1.0
-    assert strength("noise_residual", 1.0, REFERENCE) == 1.0  # direction -1: low noise is suspicious
-    assert strength("noise_residual", 4.0, REFERENCE) == 0.0
+    assert strength("noise_residual", 0.0, REFERENCE) == 1.0  # below every real patch
 
 
 class _Brightness:

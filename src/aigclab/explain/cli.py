@@ -84,5 +84,5 @@ def build_reference_cmd(per_class: int = typer.Option(600, help="train patches p
 
     ref = build_reference(per_class=per_class)
     for name, r in ref["cues"].items():
-        console.print(f"{name}: train AUC {r['train_auc']:.3f}, direction {r['direction']:+d}")
+        console.print(f"{name}: train AUC of fakes vs reals {r['train_auc']:.3f}")
     console.print(f"wrote {reference_path()}")

@@ -4,7 +4,7 @@ Every cue is computed on the detector's patch grid (at most 16 tiles of `size` p
 full-size photos and 32-pixel benchmark patches are measured on the same footing, and the numbers can be
 compared with a reference distribution measured on real training patches (see `explain.reference`).
 
-Cues (each `score` has a fixed meaning; the reference file says which direction is suspicious):
+Cues (each `score` has a fixed meaning; `explain.reference` says how unusual a value is for a real photo):
 - ``spectral_peaks``: strongest periodic peak of the noise residual's spectrum relative to its ring's
   median (log ratio). Up-sampling layers (transposed convolutions, nearest/bilinear up-sampling) leave
   such peaks, typically at 1/2 and 1/4 cycles per pixel.

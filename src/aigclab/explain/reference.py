@@ -1,9 +1,13 @@
 """How unusual a cue value is: its position in the distribution of real training patches.
 
 `build_reference` measures every cue on AIGC-Mini *train* patches (real and fake), keeps the real
-quantiles and the direction in which fakes differ (the sign of the train-split AUC - 0.5), and writes
-``assets/explain/cue_reference.json`` (``aigclab explain build-reference``). `strength` then maps a cue
-value to the fraction of real training patches that look less suspicious, in [0, 1].
+quantiles and, for information, the train-split AUC of fakes against reals, and writes
+``assets/explain/cue_reference.json`` (``aigclab explain build-reference``).
+
+`strength` is two-sided: ``|2 F(v) - 1|`` where F is the real patches' CDF, so 0 means a typical real
+value and 1 means beyond every real training patch, in either direction. One direction cannot serve:
+on AIGC-Mini the same cue is too high for some generator families and too low for others (see
+benchmarks/results/explain_cues.md).
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import numpy as np
 from aigclab.errors import DataError
 from aigclab.explain.cues import CUES
 
-__all__ = ["build_reference", "load_reference", "reference_path", "strength"]
+__all__ = ["build_reference", "load_reference", "real_cdf", "reference_path", "strength"]
 
 
 def reference_path() -> Path:
@@ -51,7 +55,6 @@ def build_reference(per_class: int = 600, seed: int = 0, path: Path | None = Non
         y = np.r_[np.zeros(per_class), np.ones(per_class)]
         auc = float(roc_auc_score(y, np.r_[real_s[name], fake_s[name]]))
         ref["cues"][name] = {
-            "direction": 1 if auc >= 0.5 else -1,
             "train_auc": auc,
             "real_quantiles": np.quantile(real_s[name], np.linspace(0, 1, 101)).tolist(),
         }
@@ -70,9 +73,12 @@ def load_reference(path: str | None = None) -> dict[str, Any]:
     return json.loads(p.read_text())
 
 
+def real_cdf(name: str, value: float, reference: dict[str, Any] | None = None) -> float:
+    """Fraction of real training patches with a lower value of cue `name`."""
+    q = np.asarray((reference or load_reference())["cues"][name]["real_quantiles"])
+    return float(np.interp(value, q, np.linspace(0, 1, len(q))))
+
+
 def strength(name: str, value: float, reference: dict[str, Any] | None = None) -> float:
-    """Fraction of real training patches whose value is less suspicious than `value`."""
-    ref = (reference or load_reference())["cues"][name]
-    q = np.asarray(ref["real_quantiles"])
-    cdf = float(np.interp(value, q, np.linspace(0, 1, len(q))))
-    return cdf if ref["direction"] > 0 else 1.0 - cdf
+    """Two-sided unusualness against real training patches: 0 typical, 1 beyond all of them."""
+    return abs(2.0 * real_cdf(name, value, reference) - 1.0)
