@@ -137,6 +137,7 @@ def _merge(res: dict[str, Any], part: dict[str, Any], stem: str) -> None:
     for method, per in part["results"].items():
         res["results"].setdefault(method, {}).update(per)
     res["settings"] = list(dict.fromkeys([*res["settings"], *part["settings"]]))
+    res["merged_from"] = sorted({*res.get("merged_from", []), stem})
 
 
 def _weights_hash(args: argparse.Namespace) -> str | None:
