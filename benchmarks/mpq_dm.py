@@ -125,6 +125,16 @@ def _summary(res: dict[str, Any]) -> str:
         found = [d for m, b in pairs if (d := _decrease(res, m, b, setting))]
         if found:
             lines.append(f"- {setting}: " + "; ".join(found))
+    below = sorted(
+        f"{m} {st}" for m, per in res["results"].items() for st, r in per.items() if r["fid"] < res["fp_fid"]
+    )
+    if below:
+        lines.append(
+            f"- {len(below)} quantized rows have a lower `fid` than full precision ({res['fp_fid']:.2f}): "
+            + ", ".join(below)
+            + ". There the feature-space FID against real patches does not track fidelity to the trained model; "
+            "read `fid_to_fp` and `mse_to_fp` (distance to the full-precision samples from the same noise)."
+        )
     return "\n".join(lines) + ("\n" if lines else "")
 
 
