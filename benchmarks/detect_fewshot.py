@@ -103,8 +103,9 @@ def main() -> None:
     torch.set_num_threads(2)
     cache = tempfile.mkdtemp(prefix="aigclab-features-")
     t0 = time.perf_counter()
-    cross = bench.cross_generator(OUT / "detect", cache_dir=cache)
-    methods = bench.few_shot(OUT / "detect", seeds=list(range(args.seeds)), cache_dir=cache)
+    trained = bench.train_baselines(bench.BASELINES, cache)  # once, for both protocols
+    cross = bench.cross_generator(OUT / "detect", cache_dir=cache, trained=trained)
+    methods = bench.few_shot(OUT / "detect", seeds=list(range(args.seeds)), cache_dir=cache, trained=trained)
     few_s = time.perf_counter() - t0
     speed = {} if args.skip_speed else {"extraction": extraction_speed(), "query": query_latency()}
     baselines = {m: r for m, r in methods.items() if not m.startswith("ftnet")}

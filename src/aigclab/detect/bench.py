@@ -54,13 +54,14 @@ def cross_generator(
     methods: Sequence[str] = (*BASELINES, "ftnet-tiny"),
     compression: str | None = None,
     cache_dir: str | None = None,
+    trained: dict[str, Detector] | None = None,
 ) -> dict[str, Any]:
-    """Train on the training family, test on all; returns {method: report}."""
+    """Train on the training family (or use `trained` baselines), test on all; returns {method: report}."""
     from aigclab.data.mini import load_mini, mini_protocols
 
     prot = mini_protocols()["cross_generator"]
     test = load_mini("test", compression=compression)
-    baselines = train_baselines([m for m in methods if not m.startswith("ftnet")], cache_dir)
+    baselines = trained or train_baselines([m for m in methods if not m.startswith("ftnet")], cache_dir)
     reports = {}
     for name in methods:
         if name.startswith("ftnet"):
@@ -114,8 +115,9 @@ def few_shot(
     baselines: Sequence[str] = BASELINES,
     compression: str | None = None,
     cache_dir: str | None = None,
+    trained: dict[str, Detector] | None = None,
 ) -> dict[str, Any]:
-    """FTNet K-shot (and FTNet-T) against zero-shot baselines on each unseen generator."""
+    """FTNet K-shot (and FTNet-T) against zero-shot baselines (or `trained` ones) on each unseen generator."""
     from aigclab.data.mini import few_shot_episodes, load_mini, mini_protocols
 
     prot = mini_protocols()
@@ -123,7 +125,7 @@ def few_shot(
     seeds = list(seeds if seeds is not None else prot["few_shot"]["seeds"])
     queries = {g: load_mini("test", generators=[g], compression=compression) for g in unseen}
     results: dict[str, Any] = {}
-    for name, det in train_baselines(baselines, cache_dir).items():
+    for name, det in (trained or train_baselines(baselines, cache_dir)).items():
         results[name] = _summary(
             {g: [binary_metrics(det.score(q.images), q.labels)] for g, q in queries.items()}
         )
