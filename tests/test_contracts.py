@@ -14,14 +14,10 @@ import numpy as np
 import pytest
 
 from aigclab._registry import all_registries
-from aigclab.cli import PARTS
+from aigclab.cli import REGISTRY_MODULES
 
-for _part in PARTS:
-    importlib.import_module(f"aigclab.{_part}")
-importlib.import_module("aigclab.degradations")
-importlib.import_module("aigclab.data.zoo")  # generator zoo and backbones load torch, so not with the part
-importlib.import_module("aigclab.nn")
-importlib.import_module("aigclab.augment.train_det")  # torch detectors load lazily, not with the part
+for _module in REGISTRY_MODULES:
+    importlib.import_module(_module)
 
 CONTRACTS: dict[str, Callable[[str], None]] = {}
 

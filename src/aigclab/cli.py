@@ -23,6 +23,17 @@ PARTS: dict[str, str] = {
     "diffusion": "low-bit diffusion quantization (MPQ-DM and baselines), sampling and FID",
 }
 
+# Modules whose import fills the registries (`aigclab info` and the contract test import them all).
+REGISTRY_MODULES: tuple[str, ...] = (
+    *(f"aigclab.{part}" for part in PARTS),
+    "aigclab.degradations",
+    "aigclab.nn",
+    "aigclab.data.zoo",
+    "aigclab.llm",
+    "aigclab.augment.train_det",
+    "aigclab.gamegym.generate",
+)
+
 app = typer.Typer(
     help="aigclab: trustworthy generative imaging toolkit.",
     no_args_is_help=True,
@@ -42,9 +53,8 @@ def info() -> None:
 
     from aigclab._registry import all_registries
 
-    for part in PARTS:
-        importlib.import_module(f"aigclab.{part}")
-    importlib.import_module("aigclab.degradations")
+    for module in REGISTRY_MODULES:
+        importlib.import_module(module)
     versions = Table(title="versions", show_header=False)
     versions.add_row("aigclab", metadata.version("aigclab"))
     versions.add_row("python", platform.python_version())

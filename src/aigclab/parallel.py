@@ -79,7 +79,7 @@ def _ray_map(fn: Callable[[T], R], items: Sequence[T], workers: int | None, addr
             kwargs["num_cpus"] = workers or os.cpu_count() or 1
         ray.init(**kwargs)
     try:
-        remote = ray.remote(_call)
+        remote: Any = ray.remote(_call)
         fn_ref = ray.put(fn)
         return list(ray.get([remote.remote(fn_ref, item) for item in items]))
     finally:
