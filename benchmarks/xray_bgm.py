@@ -158,7 +158,8 @@ def write_results(
     text = (
         f"# X-ray detection: Background Mixup vs. baselines ({'complete' if done else 'partial'})\n\n"
         f"{meta['setup']}\n\nmean ± std over seeds; `_xv` = cross-vendor test set (scanner vendor-b); "
-        "delta = paired mean difference against `none` on the same seeds (wins/seeds).\n\n"
+        "delta = paired mean difference against `none` on the same seeds (wins/seeds); "
+        "train_s = wall-clock seconds on a shared, busy 2-core machine (see the CPU costs below instead).\n\n"
         + markdown_table(rows, cols)
         + "\n\n## Augmentation time per image (CPU ms, one thread)\n\n"
         + markdown_table(timing, ["aug", "mix_ms", "pipeline_ms"])
