@@ -16,11 +16,13 @@ import hashlib
 import itertools
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
+from pydantic import Field
 
+from aigclab._config import Config
 from aigclab._registry import Registry
 from aigclab.errors import AigclabError
 from aigclab.io import content_hash
@@ -29,6 +31,7 @@ from aigclab.parallel import Engine, map_items
 __all__ = [
     "DETECTORS",
     "Detector",
+    "FeatureConfig",
     "FeatureExtractor",
     "create_detector",
     "list_detectors",
@@ -206,6 +209,25 @@ def load_detector(path: str | Path) -> Detector:
     if name not in _CLASSES:
         raise AigclabError(f"{path}: no aigclab detector class in its metadata (got {name!r})")
     return _CLASSES[name].load(path)
+
+
+class FeatureConfig(Config):
+    """Fields shared by detectors that read frozen backbone features."""
+
+    backbone: str = "aigclab-tiny"
+    backbone_kwargs: dict[str, Any] = Field(default_factory=dict)
+    weights: str | None = None  # local weight file for pretrained backbones (merged into backbone_kwargs)
+    layer: str = "pooled"
+    patch_size: int = 32
+    device: str = "cpu"
+    cache_dir: str | None = None
+    engine: Literal["local", "ray"] = "local"  # where feature extraction of large batches runs
+
+    def extractor(self) -> FeatureExtractor:
+        kwargs = dict(self.backbone_kwargs) | ({"weights": self.weights} if self.weights else {})
+        return FeatureExtractor(
+            self.backbone, self.layer, self.cache_dir, self.device, engine=self.engine, backbone_kwargs=kwargs
+        )
 
 
 def create_detector(name: str, **overrides: Any) -> Detector:

@@ -19,27 +19,18 @@ from typing import Any, Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import Field
 from safetensors.torch import load_file
 
 from aigclab._config import Config
 from aigclab.degradations import gaussian_blur, jpeg
-from aigclab.detect.base import DETECTORS, Detector, FeatureExtractor, save_tensors
+from aigclab.detect.base import DETECTORS, Detector, FeatureConfig, save_tensors
 from aigclab.errors import AigclabError
 
 __all__ = ["CNNConfig", "CNNDetector", "LinearProbe", "LinearProbeConfig", "npr_residual"]
 
 
-class LinearProbeConfig(Config):
-    backbone: str = "aigclab-tiny"
-    backbone_kwargs: dict[str, Any] = Field(default_factory=dict)
-    weights: str | None = None
-    layer: str = "pooled"
+class LinearProbeConfig(FeatureConfig):
     c: float = 1.0
-    patch_size: int = 32
-    device: str = "cpu"
-    cache_dir: str | None = None
-    engine: Literal["local", "ray"] = "local"  # where feature extraction of large batches runs
 
 
 class LinearProbe(Detector):
@@ -48,15 +39,7 @@ class LinearProbe(Detector):
     def __init__(self, config: LinearProbeConfig):
         self.config = config
         self.patch_size = config.patch_size
-        kwargs = dict(config.backbone_kwargs) | ({"weights": config.weights} if config.weights else {})
-        self.extractor = FeatureExtractor(
-            config.backbone,
-            config.layer,
-            config.cache_dir,
-            config.device,
-            engine=config.engine,
-            backbone_kwargs=kwargs,
-        )
+        self.extractor = config.extractor()
         self.coef: np.ndarray | None = None
         self.intercept = 0.0
 

@@ -8,21 +8,11 @@ from pathlib import Path
 import typer
 from rich.console import Console
 from rich.table import Table
-from typer.core import TyperGroup
 
+from aigclab._cli import RunByDefault
 from aigclab.errors import AigclabError
 
-
-class _RunByDefault(TyperGroup):
-    """`aigclab detect PATH...` means `aigclab detect run PATH...`."""
-
-    def parse_args(self, ctx, args):  # type: ignore[no-untyped-def]
-        if args and args[0] not in self.commands and args[0] not in ("--help", "-h"):
-            args = ["run", *args]
-        return super().parse_args(ctx, args)
-
-
-app = typer.Typer(cls=_RunByDefault, no_args_is_help=True)
+app = typer.Typer(cls=RunByDefault, no_args_is_help=True)
 console = Console()
 DEFAULT_DETECTOR = "ftnet-tiny"
 

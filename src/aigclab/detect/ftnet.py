@@ -32,20 +32,15 @@ from typing import Any, Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import Field
 from safetensors.torch import load_file
 
-from aigclab._config import Config
-from aigclab.detect.base import DETECTORS, Detector, FeatureExtractor, save_tensors
+from aigclab.detect.base import DETECTORS, Detector, FeatureConfig, save_tensors
 from aigclab.errors import AigclabError
 
 __all__ = ["FTNet", "FTNetConfig", "SupportBank", "kernel_scores"]
 
 
-class FTNetConfig(Config):
-    backbone: str = "aigclab-tiny"
-    backbone_kwargs: dict[str, Any] = Field(default_factory=dict)
-    weights: str | None = None  # local weight file for pretrained backbones (merged into backbone_kwargs)
+class FTNetConfig(FeatureConfig):
     layer: str = "block3"
     center: Literal["none", "support"] = "none"  # subtract the support bank's mean feature first
     beta: float = 15.0
@@ -56,10 +51,6 @@ class FTNetConfig(Config):
     finetune_lr: float = 1e-3
     finetune_batch: int = 32
     seed: int = 0
-    patch_size: int = 32
-    device: str = "cpu"
-    cache_dir: str | None = None
-    engine: Literal["local", "ray"] = "local"  # where feature extraction of large batches runs
 
 
 def _normalise(x: np.ndarray) -> np.ndarray:
@@ -147,15 +138,7 @@ class FTNet(Detector):
     def __init__(self, config: FTNetConfig):
         self.config = config
         self.patch_size = config.patch_size
-        kwargs = dict(config.backbone_kwargs) | ({"weights": config.weights} if config.weights else {})
-        self.extractor = FeatureExtractor(
-            config.backbone,
-            config.layer,
-            config.cache_dir,
-            config.device,
-            engine=config.engine,
-            backbone_kwargs=kwargs,
-        )
+        self.extractor = config.extractor()
         self.bank = SupportBank(config.index, config.neighbours, config.center)
         self.adapter: torch.Tensor | None = None
         self._train_feats: list[np.ndarray] = []

@@ -7,19 +7,10 @@ from pathlib import Path
 import typer
 from rich.console import Console
 from rich.table import Table
-from typer.core import TyperGroup
 
+from aigclab._cli import RunByDefault
 
-class _ExplainByDefault(TyperGroup):
-    """`aigclab explain IMAGE...` means `aigclab explain run IMAGE...`."""
-
-    def parse_args(self, ctx, args):  # type: ignore[no-untyped-def]
-        if args and args[0] not in self.commands and args[0] not in ("--help", "-h"):
-            args = ["run", *args]
-        return super().parse_args(ctx, args)
-
-
-app = typer.Typer(cls=_ExplainByDefault, no_args_is_help=True)
+app = typer.Typer(cls=RunByDefault, no_args_is_help=True)
 console = Console()
 
 
