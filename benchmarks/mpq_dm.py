@@ -182,7 +182,7 @@ def main() -> None:
     res.update(
         model=args.model, weights_sha256=_weights_hash(args), n=args.n, n_ref=args.n_ref, steps=args.steps, features=args.features,
         finetune_steps=args.finetune_steps, batch_size=args.batch_size, calib_samples=args.calib_samples,
-        settings=args.settings.split(","), fp_fid=fp_scores["fid"], fp_precision=fp_scores["precision"],
+        settings=list(dict.fromkeys([*res.get("settings", []), *args.settings.split(",")])), fp_fid=fp_scores["fid"], fp_precision=fp_scores["precision"],
         fp_recall=fp_scores["recall"], fp_bytes=sum(p.numel() * 4 for p in model.unet.state_dict().values()),
     )  # fmt: skip
     res.setdefault("results", {})
