@@ -22,8 +22,18 @@ def _save(module: torch.nn.Module, path: Path) -> Path:
     return path
 
 
-def test_registry_lists_the_three_backbones():
-    assert list_backbones() == ["aigclab-tiny", "open-clip", "timm"]
+def test_registry_lists_the_backbones():
+    assert list_backbones() == ["aigclab-tiny", "open-clip", "residual-spectrum", "timm"]
+
+
+def test_residual_spectrum_is_zero_free_of_structure_and_sees_checkerboards():
+    flat = np.full((1, 32, 32, 3), 128, np.uint8)
+    board = flat.copy()
+    board[0, ::2, ::2] += 20
+    bb = create_backbone("residual-spectrum")
+    f_flat, f_board = bb.features(flat, layer="spectrum"), bb.features(board, layer="spectrum")
+    assert f_flat.shape == (1, 32 * 17) and np.allclose(f_flat, np.log(1e-3), atol=1e-4)  # no residual at all
+    assert f_board.max() > f_flat.max() + 5
 
 
 def test_tiny_layers_have_the_documented_widths():

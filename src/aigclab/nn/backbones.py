@@ -53,7 +53,7 @@ class Backbone(nn.Module):
 
     def preprocess(self, images: np.ndarray | torch.Tensor) -> torch.Tensor:
         """uint8 (N, H, W, 3) -> normalised float (N, 3, H', W')."""
-        x = torch.as_tensor(np.asarray(images)).permute(0, 3, 1, 2).float().div(255.0)
+        x = torch.as_tensor(np.array(images, copy=True)).permute(0, 3, 1, 2).float().div(255.0)
         if self.input_size is not None and x.shape[-1] != self.input_size:
             x = F.interpolate(
                 x, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False
