@@ -206,7 +206,7 @@ def _detector(name: str) -> None:
             overrides: dict = {
                 "backbone_kwargs": _tiny_clip(Path(tmp)),
                 "patch_size": 32,
-                "layer": "pooled" if name.startswith("univfd") else "block1",
+                "layer": "pooled" if name.startswith("univfd") else "block1-cls",
             }
         elif name in ("ftnet-tiny", "ftnet-t-tiny"):
             overrides = {}  # the training-free residual-spectrum backbone

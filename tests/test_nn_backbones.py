@@ -93,8 +93,14 @@ def test_open_clip_backbone_from_local_weights_and_config(tmp_path):
     model = open_clip.create_model("aigclab-test-clip", pretrained=None)
     path = _save(model, tmp_path / "clip.safetensors")
     bb = create_backbone("open-clip", model_name="aigclab-test-clip", weights=path, model_config=config)
-    assert bb.layers == ("block1", "block2", "block3", "pooled")
+    assert bb.layers == ("block1", "block2", "block3", "block1-cls", "block2-cls", "block3-cls", "pooled")
     with torch.no_grad():
         expected = model.eval().encode_image(bb.preprocess(IMGS)).numpy()
     np.testing.assert_allclose(bb.features(IMGS), expected, rtol=1e-5, atol=1e-6)
     assert bb.features(IMGS, layer="block2").shape == (6, 32)
+    with torch.no_grad():  # FTNet's feature: the class token after a middle block, before ln_post
+        tokens = model.visual.forward_intermediates(
+            bb.preprocess(IMGS), indices=[1], intermediates_only=True, output_extra_tokens=True
+        )
+    cls = tokens["image_intermediates_prefix"][0][:, 0].numpy()
+    np.testing.assert_allclose(bb.features(IMGS, layer="block2-cls"), cls, rtol=1e-5, atol=1e-6)

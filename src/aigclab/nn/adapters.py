@@ -85,17 +85,29 @@ class OpenClipBackbone(Backbone):
         self.mean, self.std = OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
         size = self.visual.image_size
         self.input_size = int(size[0] if isinstance(size, tuple | list) else size)
-        self.layers = _block_names(len(self.visual.transformer.resblocks))
+        n = len(self.visual.transformer.resblocks)
+        self.layers = (*_block_names(n)[:-1], *(f"block{i}-cls" for i in range(1, n + 1)), "pooled")
 
     def forward_layers(self, x: torch.Tensor, layers: list[str]) -> dict[str, torch.Tensor]:
+        """``blockN``: patch tokens of block N averaged; ``blockN-cls``: its class token (FTNet's feature,
+        before the final norm and projection); ``pooled``: the projected image embedding."""
         out: dict[str, torch.Tensor] = {}
-        blocks = [int(name.removeprefix("block")) - 1 for name in layers if name != "pooled"]
-        if blocks:
+        wanted = [name for name in layers if name != "pooled"]
+        if wanted:
+            index = {name: int(name.removeprefix("block").removesuffix("-cls")) - 1 for name in wanted}
             res = self.visual.forward_intermediates(
-                x, indices=list(range(max(blocks) + 1)), intermediates_only=True
+                x,
+                indices=sorted(set(index.values())),
+                intermediates_only=True,
+                stop_early=True,
+                output_extra_tokens=True,
             )
-            maps = res["image_intermediates"]
-            out |= {f"block{i + 1}": spatial_pool(maps[i]) for i in blocks}
+            order = {b: k for k, b in enumerate(sorted(set(index.values())))}
+            for name, b in index.items():
+                if name.endswith("-cls"):
+                    out[name] = res["image_intermediates_prefix"][order[b]][:, 0]
+                else:
+                    out[name] = spatial_pool(res["image_intermediates"][order[b]])
         if "pooled" in layers:
             out["pooled"] = self.visual(x)
         return out
