@@ -57,9 +57,9 @@ def cue_aucs(per_generator: int, seed: int = 0) -> dict:
 
 
 def latency(n: int = 20) -> dict:
-    from aigclab.detect.cli import build_default_detector
+    from aigclab.detect.default import default_detector
 
-    det = build_default_detector()
+    det = default_detector()
     explainer = create_explainer("cues")
     test = load_mini("test")
     rng = np.random.default_rng(1)

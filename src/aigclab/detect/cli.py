@@ -14,31 +14,6 @@ from aigclab.errors import AigclabError
 
 app = typer.Typer(cls=RunByDefault, no_args_is_help=True)
 console = Console()
-DEFAULT_DETECTOR = "ftnet-tiny"
-
-
-def build_default_detector(
-    per_generator: int = 64, cache_dir: str | None = None, device: str = "cpu", engine: str = "local"
-):  # type: ignore[no-untyped-def]
-    """The embedded default: FTNet on the embedded backbone with a support bank of AIGC-Mini training images.
-
-    The bank holds `per_generator` train fakes of every zoo generator and as many real train patches.
-    """
-    import numpy as np
-
-    from aigclab.data.mini import load_mini
-    from aigclab.detect import create_detector
-
-    train = load_mini("train")
-    rng = np.random.default_rng(0)
-    pick = []
-    for gen in sorted(set(train.generators.tolist())):
-        idx = np.flatnonzero(train.generators == gen)
-        n = per_generator * (len(set(train.generators.tolist())) - 1) if gen == "real" else per_generator
-        pick.append(rng.choice(idx, size=min(n, len(idx)), replace=False))
-    bank = train.subset(np.concatenate(pick))
-    det = create_detector(DEFAULT_DETECTOR, cache_dir=cache_dir, device=device, engine=engine)
-    return det.add_support(bank.images, bank.labels)
 
 
 @app.command()
@@ -57,9 +32,10 @@ def run(
 ) -> None:
     """Score images: probability of being AI-generated, verdict; bad files are skipped and reported."""
     from aigclab.datasets import ImageDataset, scan_folder
+    from aigclab.detect.default import resolve_detector
     from aigclab.io import iter_images, list_images, write_jsonl
 
-    det = _load_detector(detector, str(cache_dir) if cache_dir else None, device, engine)
+    det = resolve_detector(detector, str(cache_dir) if cache_dir else None, device, engine)
     if support is not None:
         ds = ImageDataset(scan_folder(support))
         items = list(ds)
@@ -87,20 +63,12 @@ def run(
     console.print(f"wrote {out} and {out.with_suffix('.csv')}: {len(rows)} scored, {len(skipped)} skipped")
 
 
-def _load_detector(spec: str, cache_dir: str | None, device: str, engine: str = "local"):  # type: ignore[no-untyped-def]
-    if spec == "default":
-        return build_default_detector(cache_dir=cache_dir, device=device, engine=engine)
-    from aigclab.detect import load_detector
-
-    return load_detector(spec)
-
-
 def _add_support(det, items, where: Path) -> None:  # type: ignore[no-untyped-def]
     import numpy as np
 
-    from aigclab.detect import to_patches
+    from aigclab.detect import FTNet, to_patches
 
-    if not hasattr(det, "bank"):
+    if not isinstance(det, FTNet):
         raise AigclabError("--support needs a few-shot detector (FTNet)")
     if not items:
         raise AigclabError(f"{where}: no readable support images")

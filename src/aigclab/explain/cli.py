@@ -25,7 +25,7 @@ def run(
     detector: str = typer.Option("default", help="'default' or a saved detector .safetensors"),
 ) -> None:
     """Explain why each image is judged real or AI-generated; bad files are skipped and reported."""
-    from aigclab.detect.cli import _load_detector
+    from aigclab.detect.default import resolve_detector
     from aigclab.explain import create_explainer, explain_image, save_heatmap
     from aigclab.io import iter_images, list_images, write_jsonl
 
@@ -33,7 +33,7 @@ def run(
         backend, {}
     )
     explainer = create_explainer(backend, **kwargs)
-    det = _load_detector(detector, None, "cpu")
+    det = resolve_detector(detector)
     files: list[Path] = []
     for p in images:
         files += list_images(p) if p.is_dir() else [p]
