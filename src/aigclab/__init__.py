@@ -10,8 +10,7 @@ Example:
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from aigclab._lazy import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -30,10 +29,4 @@ _EXPORTS = {
     "write_detection_report": "aigclab.reports",
 }
 
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'aigclab' has no attribute {name!r}")
+__getattr__, __all__ = lazy_exports("aigclab", _EXPORTS)

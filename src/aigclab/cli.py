@@ -27,6 +27,10 @@ PARTS: dict[str, str] = {
 REGISTRY_MODULES: tuple[str, ...] = (
     *(f"aigclab.{part}" for part in PARTS),
     "aigclab.degradations",
+    "aigclab.detect.ftnet",
+    "aigclab.detect.baselines",
+    "aigclab.diffusion.baselines",
+    "aigclab.diffusion.mpq",
     "aigclab.nn",
     "aigclab.data.zoo",
     "aigclab.llm",

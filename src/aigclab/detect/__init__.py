@@ -7,33 +7,28 @@ Example:
     'CNNDetector'
 """
 
-from aigclab.detect import baselines, ftnet
-from aigclab.detect.base import (
-    DETECTORS,
-    Detector,
-    FeatureExtractor,
-    create_detector,
-    list_detectors,
-    load_detector,
-    save_tensors,
-    to_patches,
-)
-from aigclab.detect.baselines import CNNDetector, LinearProbe
-from aigclab.detect.ftnet import FTNet, FTNetConfig
+from aigclab._lazy import lazy_exports
 
-__all__ = [
-    "DETECTORS",
-    "CNNDetector",
-    "Detector",
-    "FTNet",
-    "FTNetConfig",
-    "FeatureExtractor",
-    "LinearProbe",
-    "baselines",
-    "create_detector",
-    "ftnet",
-    "list_detectors",
-    "load_detector",
-    "save_tensors",
-    "to_patches",
-]
+_BASE = "aigclab.detect.base"
+__getattr__, __all__ = lazy_exports(
+    "aigclab.detect",
+    {
+        "DETECTORS": _BASE,
+        "Detector": _BASE,
+        "FeatureConfig": _BASE,
+        "FeatureExtractor": _BASE,
+        "create_detector": _BASE,
+        "list_detectors": _BASE,
+        "load_detector": _BASE,
+        "save_tensors": _BASE,
+        "to_patches": _BASE,
+        "CNNDetector": "aigclab.detect.baselines",
+        "LinearProbe": "aigclab.detect.baselines",
+        "FTNet": "aigclab.detect.ftnet",
+        "FTNetConfig": "aigclab.detect.ftnet",
+        "default_detector": "aigclab.detect.default",
+        "resolve_detector": "aigclab.detect.default",
+        "baselines": "aigclab.detect.baselines",
+        "ftnet": "aigclab.detect.ftnet",
+    },
+)

@@ -6,31 +6,30 @@ Example:
     ['efficientdm', 'mpq-dm', 'omq-only', 'trd-only', 'uniform']
 """
 
-from aigclab.diffusion import baselines, mpq
-from aigclab.diffusion.config import (
-    QUANT_METHODS,
-    QuantConfig,
-    create_quant_config,
-    list_quant_methods,
-    parse_bits,
-)
-from aigclab.diffusion.models import MODELS, DiffusionModel, ddim_sample, load_model
-from aigclab.diffusion.quantize import QuantResult, load_quantized, quantize_diffusion, save_quantized
+from aigclab._lazy import lazy_exports
 
-__all__ = [
-    "MODELS",
-    "QUANT_METHODS",
-    "DiffusionModel",
-    "QuantConfig",
-    "QuantResult",
-    "baselines",
-    "create_quant_config",
-    "ddim_sample",
-    "list_quant_methods",
-    "load_model",
-    "load_quantized",
-    "mpq",
-    "parse_bits",
-    "quantize_diffusion",
-    "save_quantized",
-]
+_CONFIG, _MODELS, _QUANTIZE = (
+    "aigclab.diffusion.config",
+    "aigclab.diffusion.models",
+    "aigclab.diffusion.quantize",
+)
+__getattr__, __all__ = lazy_exports(
+    "aigclab.diffusion",
+    {
+        "QUANT_METHODS": _CONFIG,
+        "QuantConfig": _CONFIG,
+        "create_quant_config": _CONFIG,
+        "list_quant_methods": _CONFIG,
+        "parse_bits": _CONFIG,
+        "MODELS": _MODELS,
+        "DiffusionModel": _MODELS,
+        "ddim_sample": _MODELS,
+        "load_model": _MODELS,
+        "QuantResult": _QUANTIZE,
+        "load_quantized": _QUANTIZE,
+        "quantize_diffusion": _QUANTIZE,
+        "save_quantized": _QUANTIZE,
+        "baselines": "aigclab.diffusion.baselines",
+        "mpq": "aigclab.diffusion.mpq",
+    },
+)

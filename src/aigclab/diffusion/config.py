@@ -79,10 +79,14 @@ def preset_entry(name: str, doc: str) -> None:
 
 def create_quant_config(name: str, **overrides: Any) -> QuantConfig:
     """The config of method `name` (see `list_quant_methods`), with field overrides."""
+    from aigclab.diffusion import baselines, mpq  # noqa: F401  (registers every method)
+
     return QUANT_METHODS.create(name, **overrides)
 
 
 def list_quant_methods() -> list[str]:
+    from aigclab.diffusion import baselines, mpq  # noqa: F401
+
     return QUANT_METHODS.list()
 
 
