@@ -24,26 +24,29 @@ OUT = Path(__file__).parent / "results"
 
 
 def extraction_speed(threads: int = 2) -> list[dict]:
-    """Embedded backbone images/s at 32 and 224 pixels (features of the FTNet layer)."""
+    """Images/s of the embedded backbones at 32 and 224 pixels (the layers FTNet reads)."""
     from aigclab.nn import create_backbone
 
     torch.set_num_threads(threads)
-    model = create_backbone("aigclab-tiny")
     rows = []
-    for size, batch, reps in ((32, 256, 8), (224, 32, 3)):
-        x = np.random.default_rng(0).integers(0, 256, (batch, size, size, 3), dtype=np.uint8)
-        model.features(x, layer="block3")  # warm-up
-        t0 = time.perf_counter()
-        for _ in range(reps):
-            model.features(x, layer="block3")
-        rows.append(
-            {
-                "input": f"{size}px",
-                "batch": batch,
-                "threads": threads,
-                "images_per_s": batch * reps / (time.perf_counter() - t0),
-            }
-        )
+    for name, layer in (("aigclab-tiny", "block3"), ("residual-spectrum", "spectrum")):
+        model = create_backbone(name)
+        for size, batch, reps in ((32, 256, 8), (224, 32, 3)):
+            x = np.random.default_rng(0).integers(0, 256, (batch, size, size, 3), dtype=np.uint8)
+            model.features(x, layer=layer)  # warm-up
+            t0 = time.perf_counter()
+            for _ in range(reps):
+                model.features(x, layer=layer)
+            rate = batch * reps / (time.perf_counter() - t0)
+            rows.append(
+                {
+                    "backbone": name,
+                    "input": f"{size}px",
+                    "batch": batch,
+                    "threads": threads,
+                    "images_per_s": rate,
+                }
+            )
     return rows
 
 
@@ -149,7 +152,7 @@ def main() -> None:
         md += [
             "## Feature extraction",
             "",
-            markdown_table(speed["extraction"], ["input", "batch", "threads", "images_per_s"]),
+            markdown_table(speed["extraction"], ["backbone", "input", "batch", "threads", "images_per_s"]),
             "",
             "## Query latency against support banks",
             "",

@@ -62,10 +62,10 @@ def cross_generator(
     prot = mini_protocols()["cross_generator"]
     test = load_mini("test", compression=compression)
     baselines = trained or train_baselines([m for m in methods if not m.startswith("ftnet")], cache_dir)
+    train = load_mini("train", generators=prot["train"])  # FTNet's support bank
     reports = {}
     for name in methods:
         if name.startswith("ftnet"):
-            train = load_mini("train", generators=prot["train"])
             det: Detector = create_detector(name, cache_dir=cache_dir, index="flat").add_support(
                 train.images, train.labels
             )
