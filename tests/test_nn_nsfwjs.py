@@ -23,7 +23,13 @@ from typer.testing import CliRunner
 from aigclab.cli import app
 from aigclab.errors import AigclabError, ConfigError, DataError
 from aigclab.nn import create_backbone
-from aigclab.nn.nsfwjs import load_quantized, nsfwjs_weights_path, save_quantized, shipped_weights_path
+from aigclab.nn.nsfwjs import (
+    compare_with_reference,
+    load_quantized,
+    nsfwjs_weights_path,
+    save_quantized,
+    shipped_weights_path,
+)
 from aigclab.nn.nsfwjs_fetch import _check_topology, read_tarball
 from aigclab.nn.tfjs import QuantTensor, decode_weights, parse_js_literal, read_bundle_export
 
@@ -31,36 +37,19 @@ FIXTURE = Path(__file__).parent / "fixtures" / "nsfwjs_tfjs.npz"
 TOL = 1e-5  # max abs difference, relative to the reference's scale where it exceeds 1
 
 
-def _compare(net: str, bb: torch.nn.Module) -> dict[str, float]:
+def _compare(net: str) -> dict[str, float]:
     """Max abs difference port vs TensorFlow.js for every reference array of `net` in the fixture."""
-    fx = np.load(FIXTURE)
-    worst: dict[str, float] = {}
-    cases = [k.removesuffix("input") for k in fx.files if k.startswith(f"{net}/") and k.endswith("/input")]
-    assert cases
-    for prefix in cases:
-        refs = {
-            k.removeprefix(prefix): fx[k]
-            for k in fx.files
-            if k.startswith(prefix) and not k.endswith("input")
-        }
-        layers = sorted({k.split("/")[1] for k in refs})
-        with torch.no_grad():
-            out = bb.forward_maps(bb.preprocess(fx[prefix + "input"]), layers)
-        for key, ref in refs.items():
-            kind, layer = key.split("/")
-            ours = out[layer]
-            if ours.ndim == 4:
-                ours = ours.permute(0, 2, 3, 1) if kind == "map" else ours.mean(dim=(2, 3))
-            assert ours.shape == ref.shape, key
-            diff = float(np.abs(ours.numpy() - ref).max())
-            assert diff <= TOL * max(1.0, float(np.abs(ref).max())), f"{prefix}{key}: {diff:.2e}"
-            worst[prefix + key] = diff
-    return worst
+    with np.load(FIXTURE) as fx:
+        arrays = {k: fx[k] for k in fx.files if k.startswith(f"{net}/")}
+    diffs = compare_with_reference(create_backbone(f"{net}-nsfwjs"), arrays)
+    assert len(diffs) == len(arrays) - sum(k.endswith("/input") for k in arrays) > 10
+    for key, (diff, scale) in diffs.items():
+        assert diff <= TOL * max(1.0, scale), f"{key}: {diff:.2e}"
+    return {k: d for k, (d, _) in diffs.items()}
 
 
 def test_mobilenetv2_matches_tfjs() -> None:
-    bb = create_backbone("mobilenetv2-nsfwjs")
-    worst = _compare("mobilenetv2", bb)
+    worst = _compare("mobilenetv2")
     assert any("/map/probs" in k for k in worst) and any("97x113/map/block5" in k for k in worst)
     assert max(v for k, v in worst.items() if "/mean/" in k or "pooled" in k) < 2e-5
 
@@ -68,7 +57,7 @@ def test_mobilenetv2_matches_tfjs() -> None:
 def test_inceptionv3_matches_tfjs() -> None:
     if not nsfwjs_weights_path("inceptionv3").is_file():
         pytest.skip("InceptionV3 weights not converted here; run `aigclab models fetch nsfwjs`")
-    worst = _compare("inceptionv3", create_backbone("inceptionv3-nsfwjs"))
+    worst = _compare("inceptionv3")
     assert max(worst.values()) < 1e-5
 
 
@@ -177,3 +166,23 @@ def test_topology_check_names_the_difference() -> None:
         _check_topology("mobilenetv2", {"model_config": {"config": {"layers": layers}}})
     layers[1]["config"]["padding"] = [[0, 1], [0, 1]]
     _check_topology("mobilenetv2", {"model_config": {"config": {"layers": layers}}})
+
+
+def test_inception_nsfwjs_frechet_option(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The feature net is the backbone's pooled InceptionV3 feature at the chosen size (torchmetrics'
+    2048-d matrix square root takes ~40 s here, so the full FID runs in the benchmark, not in this test)."""
+    from aigclab.diffusion.fid import feature_net
+
+    with pytest.raises(AigclabError, match="whole number"):
+        feature_net("inception-nsfwjs:big")
+    if not nsfwjs_weights_path("inceptionv3").is_file():
+        pytest.skip("InceptionV3 weights not converted here; run `aigclab models fetch nsfwjs`")
+    net = feature_net("inception-nsfwjs:96")
+    imgs = np.random.default_rng(0).integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
+    feats = net(torch.from_numpy(imgs).permute(0, 3, 1, 2))
+    assert net.num_features == 2048 and feats.shape == (3, 2048)
+    direct = create_backbone("inceptionv3-nsfwjs", input_size=96).features(imgs, "pooled")
+    np.testing.assert_array_equal(feats.numpy(), direct)
+    monkeypatch.setenv("AIGCLAB_CACHE", str(tmp_path))
+    with pytest.raises(AigclabError, match="aigclab models fetch nsfwjs"):
+        feature_net("inception-nsfwjs")

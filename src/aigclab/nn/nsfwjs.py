@@ -41,6 +41,7 @@ from aigclab.nn.tfjs import QuantTensor
 
 __all__ = [
     "NsfwjsBackbone",
+    "compare_with_reference",
     "load_quantized",
     "nsfwjs_weights_path",
     "save_quantized",
@@ -167,3 +168,26 @@ def inceptionv3_nsfwjs(
 ) -> NsfwjsBackbone:
     """nsfwjs's InceptionV3 (weights from `aigclab models fetch nsfwjs`)."""
     return NsfwjsBackbone("inceptionv3", weights, pretrained, input_size)
+
+
+@torch.no_grad()
+def compare_with_reference(
+    bb: NsfwjsBackbone, arrays: dict[str, np.ndarray]
+) -> dict[str, tuple[float, float]]:
+    """Port vs reference outputs (the TensorFlow.js fixture of ``scripts/make_nsfwjs_fixture.py``):
+    ``<net>/<case>/<map|mean>/<layer>`` -> (max abs difference, max abs reference value). ``map`` is an
+    NHWC map or (N, D) output, ``mean`` a map's spatial mean; ``<net>/<case>/input`` are the uint8 images."""
+    out: dict[str, tuple[float, float]] = {}
+    for key in [k for k in arrays if k.startswith(f"{bb.net}/") and k.endswith("/input")]:
+        prefix = key.removesuffix("input")
+        refs = {k.removeprefix(prefix): v for k, v in arrays.items() if k.startswith(prefix) and k != key}
+        maps = bb.forward_maps(bb.preprocess(arrays[key]), sorted({k.split("/")[1] for k in refs}))
+        for name, ref in refs.items():
+            kind, layer = name.split("/")
+            ours = maps[layer]
+            if ours.ndim == 4:
+                ours = ours.permute(0, 2, 3, 1) if kind == "map" else ours.mean(dim=(2, 3))
+            if tuple(ours.shape) != ref.shape:
+                raise AigclabError(f"{prefix}{name}: shape {tuple(ours.shape)} vs reference {ref.shape}")
+            out[prefix + name] = (float(np.abs(ours.numpy() - ref).max()), float(np.abs(ref).max()))
+    return out
