@@ -57,22 +57,23 @@ def port_diffs(net: str) -> dict[str, float]:
     }
 
 
-def throughput(net: str, layer: str, size: int) -> float:
+def throughput(net: str, layer: str, size: int) -> tuple[float, float]:
+    """(images per wall-clock second, images per CPU second of this process) over >= 3 s."""
     bb = create_backbone(f"{net}-nsfwjs")
     imgs = np.random.default_rng(0).integers(0, 256, (BATCH, size, size, 3), dtype=np.uint8)
     bb.features(imgs[:4], layer=layer)  # warm-up
-    n, start = 0, time.perf_counter()
-    while n == 0 or time.perf_counter() - start < 3.0:
+    n, wall, cpu = 0, time.perf_counter(), time.process_time()
+    while n == 0 or time.perf_counter() - wall < 3.0:
         bb.features(imgs, layer=layer, batch_size=BATCH)
         n += BATCH
-    return n / (time.perf_counter() - start)
+    return n / (time.perf_counter() - wall), n / (time.process_time() - cpu)
 
 
 def main() -> None:
     torch.set_num_threads(1)
     start = time.perf_counter()
     nets = [n for n in NETS if nsfwjs_weights_path(n).is_file()]
-    result: dict = {"port_vs_tfjs": {}, "features_per_s": {}, "weights": {}, "skipped": []}
+    result: dict = {"port_vs_tfjs": {}, "features_per_s": {}, "features_per_cpu_s": {}, "weights": {}}
     result["skipped"] = [f"{n}: weights not fetched" for n in NETS if n not in nets]
     speed_rows, diff_rows = [], []
     for net in nets:
@@ -110,7 +111,8 @@ def main() -> None:
         markdown_table(diff_rows, ["network", "n_compared_arrays", "max_abs_diff_pooled_features",
                                    "max_abs_diff_maps", "max_rel_diff_maps", "max_abs_diff_probs"]),
         "",
-        f"Features per second, one CPU thread, batch {BATCH} ({result['machine']}):",
+        f"Images per CPU-second of this process (in brackets: per wall-clock second), one thread, batch {BATCH} "
+        f"({result['machine']}); per CPU-second approximates an idle machine:",
         "",
         markdown_table(speed_rows, ["network", "layer", "96px", "128px", "224px", "299px"]),
         "",
