@@ -186,3 +186,20 @@ def test_inception_nsfwjs_frechet_option(tmp_path: Path, monkeypatch: pytest.Mon
     monkeypatch.setenv("AIGCLAB_CACHE", str(tmp_path))
     with pytest.raises(AigclabError, match="aigclab models fetch nsfwjs"):
         feature_net("inception-nsfwjs")
+
+
+def test_converter_reproduces_the_shipped_file(tmp_path: Path) -> None:
+    """Set AIGCLAB_NSFWJS_TARBALL to a local nsfwjs-4.4.0.tgz (`npm pack nsfwjs@4.4.0`) to run this."""
+    import os
+
+    tarball = os.environ.get("AIGCLAB_NSFWJS_TARBALL")
+    if not tarball:
+        pytest.skip("AIGCLAB_NSFWJS_TARBALL not set (the converter needs the npm tarball)")
+    result = CliRunner().invoke(
+        app,
+        ["models", "fetch", "nsfwjs", "--tarball", tarball, "--out", str(tmp_path), "--net", "mobilenetv2"],
+    )
+    assert result.exit_code == 0, result.output
+    written = tmp_path / "nsfwjs-4.4.0" / "mobilenetv2.safetensors"
+    assert written.read_bytes() == shipped_weights_path().read_bytes()
+    assert (tmp_path / "nsfwjs-4.4.0" / "LICENSE-nsfwjs.txt").read_text().startswith("MIT License")

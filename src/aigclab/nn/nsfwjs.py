@@ -24,6 +24,7 @@ Example:
 
 from __future__ import annotations
 
+import json
 from importlib import resources
 from pathlib import Path
 
@@ -57,7 +58,9 @@ def save_quantized(weights: dict[str, QuantTensor], path: Path, metadata: dict[s
     for name, t in sorted(weights.items()):
         tensors[name] = np.ascontiguousarray(t.q)
         tensors[name + _QSUFFIX] = np.array([t.min, t.scale], np.float64)
-    save_file(tensors, str(path), metadata={"format": "aigclab-uint8-minscale", **metadata})
+    # one metadata key: safetensors writes several in hash order, which would make files differ run to run
+    meta = json.dumps({"format": "aigclab-uint8-minscale", **metadata}, sort_keys=True)
+    save_file(tensors, str(path), metadata={"aigclab": meta})
 
 
 def load_quantized(path: str | Path) -> dict[str, np.ndarray]:
