@@ -79,13 +79,16 @@ def main() -> None:
     for net in nets:
         diffs = port_diffs(net)
         result["port_vs_tfjs"][net] = diffs
-        diff_rows.append({"network": net, **{k: v for k, v in diffs.items() if k != "cases"}})
+        sci = {k: f"{v:.2e}" if isinstance(v, float) else v for k, v in diffs.items() if k != "cases"}
+        diff_rows.append({"network": net, **sci})
         per = result["features_per_s"][net] = {}
+        per_cpu = result["features_per_cpu_s"][net] = {}
         for layer in NETS[net]:
-            per[layer] = {str(s): throughput(net, layer, s) for s in SIZES[net]}
-            speed_rows.append(
-                {"network": net, "layer": layer, **{f"{s}px": v for s, v in per[layer].items()}}
-            )
+            speeds = {str(size): throughput(net, layer, size) for size in SIZES[net]}
+            per[layer] = {size: v[0] for size, v in speeds.items()}
+            per_cpu[layer] = {size: v[1] for size, v in speeds.items()}
+            row = {f"{size}px": f"{v[1]:.1f} ({v[0]:.1f})" for size, v in speeds.items()}
+            speed_rows.append({"network": net, "layer": layer, **row})
         model = create_backbone(f"{net}-nsfwjs").model
         path = nsfwjs_weights_path(net)
         result["weights"][net] = {

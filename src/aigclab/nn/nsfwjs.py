@@ -125,8 +125,9 @@ class NsfwjsBackbone(Backbone):
                 raise AigclabError(
                     f"{path}: nsfwjs {net} weights are not converted yet; run `aigclab models fetch nsfwjs`"
                 )
+            weights_np = load_quantized(path)  # its errors name the file
             try:
-                load_keras_weights(self.model, load_quantized(path))
+                load_keras_weights(self.model, weights_np)
             except ConfigError as err:
                 raise ConfigError(f"{path}: {err}") from None
         self.eval()
