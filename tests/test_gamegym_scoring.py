@@ -168,7 +168,7 @@ def test_input_response_from_the_forked_probe(tmp_path):
     assert deaf.input_response == 0.0
 
 
-@pytest.mark.parametrize("damage", ["corrupt", "symlink", "fifo", "bomb"])
+@pytest.mark.parametrize("damage", ["corrupt", "symlink", "fifo", "bomb", "huge"])
 def test_bad_artefact_fails_one_attempt_and_the_batch_goes_on(tmp_path, damage):
     gens = [
         Generation(

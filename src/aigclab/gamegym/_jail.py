@@ -181,10 +181,9 @@ def init_process(job: dict, fds: dict[str, int]) -> None:
             os._exit(os.WEXITSTATUS(status) if os.WIFEXITED(status) else 128 + os.WTERMSIG(status))
 
 
-def attempt_process(job: dict, fds: dict[str, int]) -> None:
+def attempt_process(job: dict, fds: dict[str, int], ctl: socket.socket) -> None:
     """A: new namespaces, fork B (PID 1 there), report its pid and exit status."""
     die_with_parent()
-    ctl = fds["control"]
     try:
         if job["mode"] != "none":
             flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS
@@ -239,9 +238,8 @@ def serve(ctl: socket.socket) -> None:
         fds = dict(zip(names, fd_list, strict=True))
         pid = os.fork()
         if pid == 0:
-            fds_any: dict = {**fds, "control": ctl}
             try:
-                attempt_process(job, fds_any)
+                attempt_process(job, fds, ctl)
             finally:
                 os._exit(1)
         for fd in fd_list:

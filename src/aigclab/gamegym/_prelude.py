@@ -284,6 +284,10 @@ def patch_pygame(pygame: Any, rec: _Recorder) -> None:
         def __len__(self) -> int:
             return 512
 
+    def get_ticks() -> int:
+        rec.poll()
+        return int(rec.t * 1000)
+
     def sleep_ms(ms: float) -> int:
         rec.advance(ms / 1000)
         return int(ms)
@@ -320,7 +324,7 @@ def patch_pygame(pygame: Any, rec: _Recorder) -> None:
 
     if rec.virtual:
         pygame.time.Clock = Clock
-        pygame.time.get_ticks = lambda: (rec.poll(), int(rec.t * 1000))[1]
+        pygame.time.get_ticks = get_ticks
         pygame.time.wait = pygame.time.delay = sleep_ms
         pygame.time.set_timer = set_timer
         pygame.event.wait = wait
@@ -353,15 +357,15 @@ def _patch_sdl2(rec: _Recorder) -> None:
             super().present()
             rec.on_frame(self.to_surface)
 
-    video.Renderer = Renderer
+    video.Renderer = Renderer  # type: ignore[misc]
     if hasattr(video.Window, "flip"):
 
         class Window(video.Window):  # type: ignore[misc, name-defined]
             def flip(self) -> None:
-                super().flip()
-                rec.on_frame(self.get_surface)
+                super().flip()  # type: ignore[misc]
+                rec.on_frame(self.get_surface)  # type: ignore[attr-defined]
 
-        video.Window = Window
+        video.Window = Window  # type: ignore[misc]
 
 
 def main(cfg: dict[str, Any], channel: int, probe: int | None) -> None:

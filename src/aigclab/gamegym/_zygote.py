@@ -9,6 +9,7 @@ of the attempt (the namespace's PID 1 and its descendants).
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import importlib.util
 import json
@@ -79,7 +80,8 @@ def user_procs(uid: int) -> int:
 
 def _tree(root: int) -> list[int]:
     """`root` and its descendants (host pids), from /proc/<pid>/task/*/children."""
-    out, todo = [], [root]
+    out: list[int] = []
+    todo = [root]
     while todo and len(out) < 4096:
         pid = todo.pop()
         out.append(pid)
@@ -191,6 +193,14 @@ _zygotes: dict[tuple[int, str], Zygote] = {}
 _lock = threading.Lock()
 
 
+@atexit.register
+def _close_all() -> None:
+    """Stop and reap this process's zygotes (their CPU time then counts in our children's usage)."""
+    for key, zyg in list(_zygotes.items()):
+        if key[0] == os.getpid():
+            zyg.close()
+
+
 def _get(mode: str) -> Zygote:
     key = (os.getpid(), mode)
     zyg = _zygotes.get(key)
@@ -198,6 +208,9 @@ def _get(mode: str) -> Zygote:
         if zyg is not None:
             zyg.close()
         zyg = _zygotes[key] = Zygote(mode)
+        import multiprocessing.util
+
+        multiprocessing.util.Finalize(zyg, _close_all, exitpriority=10)
     return zyg
 
 
@@ -237,11 +250,12 @@ def run(mode: str, job: dict, fds: dict[str, int], channels: dict[str, Channel],
             next_watch = 0.0
             open_channels = {ch.fd: ch for ch in channels.values()}
             while True:
-                readable, _, _ = select.select([zyg.sock, *open_channels], [], [], 0.02)
+                ctl_fd = zyg.sock.fileno()
+                readable, _, _ = select.select([ctl_fd, *open_channels], [], [], 0.02)
                 for fd in readable:
                     if fd in open_channels and not open_channels[fd].pump():
                         del open_channels[fd]
-                if zyg.sock in readable:
+                if ctl_fd in readable:
                     msg = zyg.sock.recv(1 << 16)
                     if not msg:
                         out.jail_error = "the gamegym zygote died"

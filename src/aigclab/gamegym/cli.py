@@ -163,10 +163,10 @@ def run(
             cfg,
             media,
             probe=probe,
-            engine=engine,
+            engine=engine,  # type: ignore[arg-type]
             workers=workers,
             address=address,
-            on_result=keep,  # type: ignore[arg-type]
+            on_result=keep,
         )
     except KeyboardInterrupt:
         sink.close()

@@ -230,6 +230,12 @@ def load_frames(
     data = read_bounded(path)
     out: dict[str, np.ndarray] = {}
     try:
+        with zipfile.ZipFile(io.BytesIO(data)) as zf:  # sizes before decompressing (zip bombs)
+            for info in zf.infolist():
+                if info.file_size > max_pixels * 3 + 4096:
+                    raise ArtefactError(
+                        f"{path}: {info.filename} unpacks to {info.file_size} bytes, over the cap"
+                    )
         with np.load(io.BytesIO(data), allow_pickle=False) as npz:
             if len(npz.files) > max_frames:
                 raise ArtefactError(f"{path}: {len(npz.files)} frames is over the cap of {max_frames}")
