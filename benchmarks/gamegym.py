@@ -17,12 +17,10 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from aigclab.gamegym.curate import CurateConfig, curate
-from aigclab.gamegym.hostile import run_hostile_suite
+# Only light imports at the top: the sandbox workers are spawned and import this module again.
 from aigclab.gamegym.records import load_samples
-from aigclab.gamegym.run import execute, generate_all, score_all, write_leaderboard
+from aigclab.gamegym.run import execute, generate_all, score_all
 from aigclab.gamegym.sandbox import SandboxConfig, isolation_mode
-from aigclab.reports import markdown_table, write_json
 
 OUT = Path(__file__).parent / "results"
 WORKERS = 2
@@ -41,6 +39,11 @@ def timed_run(gens, cfg, media, probe=True):  # type: ignore[no-untyped-def]
 
 
 def main() -> None:
+    from aigclab.gamegym.curate import CurateConfig, curate
+    from aigclab.gamegym.hostile import run_hostile_suite
+    from aigclab.gamegym.run import write_leaderboard
+    from aigclab.reports import markdown_table, write_json
+
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="6 games, 2 real-time games, no MiniLM")
     parser.add_argument("--media", default="/tmp/aigclab-gamegym-bench")

@@ -33,6 +33,9 @@ MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 32, 4096, 16384, 1 << 18
 PR_SET_PDEATHSIG = 1
 _libc = ctypes.CDLL(None, use_errno=True)
 _DEV = ("null", "zero", "random", "urandom", "full")
+_KEEP = (
+    MS_NOSUID | MS_NODEV | MS_NOEXEC | 1024 | 2048 | 4096
+)  # nosuid nodev noexec noatime nodiratime relatime
 
 
 def _check(ok: int, what: str) -> None:
@@ -69,7 +72,10 @@ def _bind(src: str, root: str, readonly: bool = True) -> None:
     elif not os.path.exists(dest):
         open(dest, "w").close()
     _mount(src, dest, None, MS_BIND)
-    flags = MS_REMOUNT | MS_BIND | MS_NOSUID | (MS_RDONLY if readonly else 0)
+    # a remount must keep the source's locked flags (in a user namespace it fails otherwise)
+    flags = (
+        MS_REMOUNT | MS_BIND | MS_NOSUID | (MS_RDONLY if readonly else 0) | (os.statvfs(src).f_flag & _KEEP)
+    )
     if not src.startswith("/dev/"):
         flags |= MS_NODEV
     _mount("none", dest, None, flags)

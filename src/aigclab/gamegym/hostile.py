@@ -118,9 +118,9 @@ def _attack(name: str, ctx: dict[str, Any], cfg: SandboxConfig) -> tuple[str, Ju
         return code, lambda r: (r.status == "memory", f"status={r.status}, exc={r.exception}")
     if name == "memory_split":  # many processes, each under the per-process limit, together over it
         code = (
-            "import os, time\nfor _ in range(6):\n    if os.fork() == 0:\n        break\n"
+            "import os, signal\nfor _ in range(6):\n    if os.fork() == 0:\n        break\n"
             f"block = bytearray({cfg.memory_mb // 4} * 1024 * 1024)\n"
-            "for i in range(0, len(block), 4096):\n    block[i] = 1\ntime.sleep(1e6)\n"
+            "for i in range(0, len(block), 4096):\n    block[i] = 1\nsignal.pause()  # held, on the real clock\n"
         )
         return code, lambda r: (r.status == "memory" and _procs_of(r.uid) == 0, f"status={r.status}")
     if name == "write_outside":

@@ -22,17 +22,17 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from aigclab.errors import AigclabError
-from aigclab.gamegym.generate import create_generator
 from aigclab.gamegym.records import Attempt, Generation, Sample, Score
 from aigclab.gamegym.sandbox import DEFAULT_EVENTS, SandboxConfig, resolve_isolation, run_program
-from aigclab.gamegym.score import score_attempt
-from aigclab.llm import ChatBackend
-from aigclab.parallel import Engine, map_items
+
+if TYPE_CHECKING:  # workers import this module: keep chat clients and scoring out of them
+    from aigclab.llm import ChatBackend
+    from aigclab.parallel import Engine
 
 __all__ = [
     "LEADERBOARD_COLUMNS",
@@ -63,6 +63,8 @@ LEADERBOARD_COLUMNS = [
 
 def generate_all(samples: Sequence[Sample], generator: str, **options: Any) -> list[Generation]:
     """Ask one generator for every sample (sequentially: chat servers do their own batching)."""
+    from aigclab.gamegym.generate import create_generator
+
     gen = create_generator(generator, **options)
     return [gen.generate(s) for s in samples]
 
@@ -85,8 +87,10 @@ def execute_one(job: tuple[Generation, SandboxConfig, str | None, bool]) -> Atte
     )
     try:
         result = run_program(gen.code, cfg, media, DEFAULT_EVENTS, probe=probe)
-    except OSError as err:  # the machine, not the program: reported apart from model failures
-        return Attempt(status="sandbox_error", stderr=f"{type(err).__name__}: {err}", **base)
+    except AigclabError:
+        raise  # e.g. no isolation: a setting for the whole batch, not this attempt
+    except Exception as err:  # the machine or the harness, not the program: reported apart; the batch goes on
+        return Attempt(status="sandbox_error", stderr=f"{type(err).__name__}: {err}"[:2000], **base)
     return Attempt(**result.model_dump(), **base, media_dir=str(media) if media else None)
 
 
@@ -133,6 +137,8 @@ def _ray(
     jobs: list[tuple], workers: int, address: str | None, on_result: Callable[[int, Attempt], None]
 ) -> list[Attempt]:
     """On a Ray cluster, in chunks, so finished attempts are kept as they come."""
+    from aigclab.parallel import map_items
+
     try:
         import ray
     except ImportError:
@@ -191,6 +197,8 @@ def execute(
 def score_all(
     attempts: Sequence[Attempt], samples: Sequence[Sample], backend: ChatBackend | None = None
 ) -> list[Score]:
+    from aigclab.gamegym.score import score_attempt
+
     by_id = {s.id: s for s in samples}
     return [score_attempt(a, by_id.get(a.sample_id), backend) for a in attempts]
 
