@@ -135,6 +135,9 @@ def run(
     todo = [g for g in gens if attempt_key(g.sample_id, g.generator, g.code) not in done]
     if kept:
         console.print(f"kept {len(kept)} finished attempts from {out}; running the other {len(todo)}")
+    if not todo:
+        console.print(f"nothing to run: all {len(kept)} attempts are in {out}")
+        return
     mode = resolve_isolation(isolation.value)  # refuses here, before anything runs, when none works
     if mode == "none":
         console.print(
