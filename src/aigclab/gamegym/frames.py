@@ -208,18 +208,6 @@ def read_bounded(path: str | Path, max_bytes: int = MAX_FILE_BYTES) -> bytes:
         os.close(fd)
 
 
-def load_image_bounded(path: str | Path, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
-    """An image file read back from a run: bounded bytes and pixels; ArtefactError otherwise."""
-    from aigclab.errors import ImageError
-    from aigclab.io import load_image
-
-    data = read_bounded(path)
-    try:
-        return load_image(data, max_pixels=max_pixels)
-    except ImageError as err:
-        raise ArtefactError(f"{path}: {err}") from None
-
-
 def load_frames(
     path: str | Path, max_frames: int = 400, max_pixels: int = MAX_IMAGE_PIXELS
 ) -> dict[str, np.ndarray]:
