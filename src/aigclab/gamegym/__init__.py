@@ -11,43 +11,33 @@ Example:
     True
 """
 
-from __future__ import annotations
+from aigclab._lazy import lazy_exports
 
-from aigclab.gamegym.curate import CurateConfig, curate
-from aigclab.gamegym.generate import GENERATORS, create_generator
-from aigclab.gamegym.records import (
-    Attempt,
-    Generation,
-    Sample,
-    Score,
-    load_samples,
-    read_records,
-    write_records,
+# Lazy, so a sandbox worker process imports only what running a program needs.
+_REC, _RUN, _SCORE = "aigclab.gamegym.records", "aigclab.gamegym.run", "aigclab.gamegym.score"
+__getattr__, __all__ = lazy_exports(
+    "aigclab.gamegym",
+    {
+        "GENERATORS": "aigclab.gamegym.generate",
+        "create_generator": "aigclab.gamegym.generate",
+        "Attempt": _REC,
+        "Generation": _REC,
+        "Sample": _REC,
+        "Score": _REC,
+        "load_samples": _REC,
+        "read_records": _REC,
+        "write_records": _REC,
+        "CurateConfig": "aigclab.gamegym.curate",
+        "curate": "aigclab.gamegym.curate",
+        "execute": _RUN,
+        "generate_all": _RUN,
+        "leaderboard": _RUN,
+        "score_all": _RUN,
+        "write_leaderboard": _RUN,
+        "SandboxConfig": "aigclab.gamegym.sandbox",
+        "run_program": "aigclab.gamegym.sandbox",
+        "automatic_metrics": _SCORE,
+        "judge_attempt": _SCORE,
+        "score_attempt": _SCORE,
+    },
 )
-from aigclab.gamegym.run import execute, generate_all, leaderboard, score_all, write_leaderboard
-from aigclab.gamegym.sandbox import SandboxConfig, run_program
-from aigclab.gamegym.score import automatic_metrics, judge_attempt, score_attempt
-
-__all__ = [
-    "GENERATORS",
-    "Attempt",
-    "CurateConfig",
-    "Generation",
-    "Sample",
-    "SandboxConfig",
-    "Score",
-    "automatic_metrics",
-    "create_generator",
-    "curate",
-    "execute",
-    "generate_all",
-    "judge_attempt",
-    "leaderboard",
-    "load_samples",
-    "read_records",
-    "run_program",
-    "score_all",
-    "score_attempt",
-    "write_leaderboard",
-    "write_records",
-]

@@ -88,37 +88,100 @@ def generate(
     console.print(f"wrote {len(gens)} generations to {out} ({failed} failed)")
 
 
+class IsolationChoice(StrEnum):
+    auto = "auto"
+    namespaces = "namespaces"
+    user_namespaces = "user-namespaces"
+    none = "none"
+
+
 @app.command()
 def run(
     generations: list[Path] = typer.Argument(..., help="generation JSONL file(s)"),
     out: Path = typer.Option(Path("gamegym/attempts.jsonl")),
-    media: Path = typer.Option(Path("gamegym/media"), help="screenshots and GIFs go here"),
+    media: Path = typer.Option(Path("gamegym/media"), help="screenshots and video frames go here"),
     engine: str = typer.Option("local", help="local | ray"),
     workers: int | None = typer.Option(None, help="parallel sandboxes (default: CPU count)"),
     address: str | None = typer.Option(None, help="Ray cluster address"),
-    probe: bool = typer.Option(True, help="also run without input to measure the response to input"),
+    probe: bool = typer.Option(
+        True, help="also run without input (forked at the first input) for input response"
+    ),
+    isolation: IsolationChoice = typer.Option(
+        IsolationChoice.auto,
+        help="auto refuses to run when no namespaces work; 'none' runs programs UNSANDBOXED (trusted code only)",
+    ),
+    resume: bool = typer.Option(True, help="keep the finished attempts already in --out and run the rest"),
+    export: bool = typer.Option(False, help="also write PNG screenshots and gameplay.gif per attempt"),
     wall_s: float = typer.Option(20.0),
     cpu_s: int = typer.Option(10),
-    memory_mb: int = typer.Option(1024),
+    memory_mb: int = typer.Option(1024, help="memory of the whole attempt, all its processes together"),
 ) -> None:
-    """Run every program in the sandbox; each ends as one flat record."""
+    """Run every program in the sandbox; each ends as one flat record, written as it finishes.
+
+    Interrupted (Ctrl-C, SIGTERM), every sandbox dies, temp dirs go, and the attempts that finished
+    stay in --out; run the same command again to do the rest.
+    """
+    import signal
     from collections import Counter
 
-    from aigclab.gamegym.records import Generation, read_records, write_records
+    from aigclab.gamegym.frames import ArtefactError, export_media
+    from aigclab.gamegym.records import Attempt, Generation, attempt_key, read_records
     from aigclab.gamegym.run import execute
-    from aigclab.gamegym.sandbox import SandboxConfig
+    from aigclab.gamegym.sandbox import SandboxConfig, resolve_isolation
 
     gens = [g for path in generations for g in read_records(path, Generation)]
-    cfg = SandboxConfig(wall_s=wall_s, cpu_s=cpu_s, memory_mb=memory_mb)
-    attempts = execute(gens, cfg, media, probe=probe, engine=engine, workers=workers, address=address)  # type: ignore[arg-type]
-    write_records(out, attempts)
-    if any(a.isolation == "none" for a in attempts):
+    kept = read_records(out, Attempt) if resume and out.is_file() else []
+    done = {a.key for a in kept}
+    todo = [g for g in gens if attempt_key(g.sample_id, g.generator, g.code) not in done]
+    if kept:
+        console.print(f"kept {len(kept)} finished attempts from {out}; running the other {len(todo)}")
+    if not todo:
+        console.print(f"nothing to run: all {len(kept)} attempts are in {out}")
+        return
+    mode = resolve_isolation(isolation.value)  # refuses here, before anything runs, when none works
+    if mode == "none":
         console.print(
-            "[yellow]warning:[/yellow] no namespaces here: programs ran without network/filesystem isolation"
+            "[yellow]warning:[/yellow] --isolation none: the programs run UNSANDBOXED (no namespaces, "
+            "your files and network are reachable); use it only for trusted code"
         )
-    counts = Counter(a.status for a in attempts)
+    else:
+        console.print(f"running {len(todo)} programs in the sandbox (isolation: {mode})")
+    cfg = SandboxConfig(wall_s=wall_s, cpu_s=cpu_s, memory_mb=memory_mb, isolation=mode)  # type: ignore[arg-type]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    sink = out.open("a" if kept else "w")
+
+    def keep(i: int, attempt: Attempt) -> None:
+        if export and attempt.media_dir:
+            try:
+                export_media(attempt.media_dir)
+            except ArtefactError as err:
+                console.print(f"[yellow]skipped export:[/yellow] {err}")
+        sink.write(attempt.model_dump_json() + "\n")
+        sink.flush()
+
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM unwinds like Ctrl-C
+    try:
+        attempts = execute(
+            todo,
+            cfg,
+            media,
+            probe=probe,
+            engine=engine,  # type: ignore[arg-type]
+            workers=workers,
+            address=address,
+            on_result=keep,
+        )
+    except KeyboardInterrupt:
+        sink.close()
+        console.print(f"[yellow]interrupted:[/yellow] finished attempts are in {out}; run again to resume")
+        raise typer.Exit(130) from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        sink.close()
+    counts = Counter(a.status for a in [*kept, *attempts])
     console.print(
-        f"wrote {len(attempts)} attempts to {out}: " + ", ".join(f"{k} {v}" for k, v in counts.items())
+        f"wrote {len(kept) + len(attempts)} attempts to {out} (isolation {mode}): "
+        + ", ".join(f"{k} {v}" for k, v in counts.items())
     )
 
 

@@ -19,7 +19,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, ValidationError
 
 from aigclab.errors import DataError
 from aigclab.gamegym.sandbox import RunResult
@@ -63,8 +63,17 @@ class Attempt(RunResult):
     generation_error: str | None = None
     expected_failure: str | None = None
     media_dir: str | None = None
-    probe_status: str | None = None  # the same program run without scripted input (for input response)
-    probe_shots: list[str] = Field(default_factory=list)
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        """Who ran what: (sample, generator, code digest); a resumed run skips attempts it has."""
+        return attempt_key(self.sample_id, self.generator, self.code)
+
+
+def attempt_key(sample_id: str, generator: str, code: str) -> tuple[str, str, str]:
+    import hashlib
+
+    return sample_id, generator, hashlib.sha1(code.encode()).hexdigest()
 
 
 class Score(BaseModel):
@@ -81,6 +90,7 @@ class Score(BaseModel):
     not_blank: float
     visual_diversity: float
     motion: float
+    moving: float = 0.0
     input_response: float | None
     fps: float
     speedup: float
@@ -91,6 +101,7 @@ class Score(BaseModel):
     final_score: float | None = None
     judge_feedback: dict[str, str] = {}
     judge_error: str | None = None
+    artefact_error: str | None = None
 
 
 def write_records(path: str | Path, records: Iterable[BaseModel]) -> int:

@@ -14,19 +14,25 @@ Example:
 from __future__ import annotations
 
 import hashlib
+import multiprocessing
+import os
+import shutil
+import tempfile
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from aigclab.gamegym.generate import create_generator
+from aigclab.errors import AigclabError
 from aigclab.gamegym.records import Attempt, Generation, Sample, Score
-from aigclab.gamegym.sandbox import DEFAULT_EVENTS, SandboxConfig, run_program
-from aigclab.gamegym.score import score_attempt
-from aigclab.llm import ChatBackend
-from aigclab.parallel import Engine, map_items
+from aigclab.gamegym.sandbox import DEFAULT_EVENTS, SandboxConfig, resolve_isolation, run_program
+
+if TYPE_CHECKING:  # workers import this module: keep chat clients and scoring out of them
+    from aigclab.llm import ChatBackend
+    from aigclab.parallel import Engine
 
 __all__ = [
     "LEADERBOARD_COLUMNS",
@@ -57,12 +63,14 @@ LEADERBOARD_COLUMNS = [
 
 def generate_all(samples: Sequence[Sample], generator: str, **options: Any) -> list[Generation]:
     """Ask one generator for every sample (sequentially: chat servers do their own batching)."""
+    from aigclab.gamegym.generate import create_generator
+
     gen = create_generator(generator, **options)
     return [gen.generate(s) for s in samples]
 
 
 def execute_one(job: tuple[Generation, SandboxConfig, str | None, bool]) -> Attempt:
-    """Run one generation in the sandbox (and once more without input when `probe`); never raises."""
+    """Run one generation in the sandbox (with the no-input probe when `probe`); never raises."""
     gen, cfg, media_root, probe = job
     base: dict[str, Any] = {
         "sample_id": gen.sample_id,
@@ -78,18 +86,81 @@ def execute_one(job: tuple[Generation, SandboxConfig, str | None, bool]) -> Atte
         Path(media_root) / _safe(gen.generator) / f"{_safe(gen.sample_id)}-{digest}" if media_root else None
     )
     try:
-        result = run_program(gen.code, cfg, media, DEFAULT_EVENTS)
-    except OSError as err:  # the machine, not the program: reported apart from model failures
-        return Attempt(status="sandbox_error", stderr=f"{type(err).__name__}: {err}", **base)
-    attempt = Attempt(**result.model_dump(), **base, media_dir=str(media) if media else None)
-    if probe and result.status == "ok":
-        quiet = run_program(gen.code, cfg, media / "probe" if media else None, ())
-        attempt.probe_status, attempt.probe_shots = quiet.status, quiet.shots
-    return attempt
+        result = run_program(gen.code, cfg, media, DEFAULT_EVENTS, probe=probe)
+    except AigclabError:
+        raise  # e.g. no isolation: a setting for the whole batch, not this attempt
+    except Exception as err:  # the machine or the harness, not the program: reported apart; the batch goes on
+        return Attempt(status="sandbox_error", stderr=f"{type(err).__name__}: {err}"[:2000], **base)
+    return Attempt(**result.model_dump(), **base, media_dir=str(media) if media else None)
 
 
 def _safe(name: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)[:80] or "_"
+
+
+def _init_worker(tmp_root: str) -> None:
+    tempfile.tempdir = tmp_root  # attempt dirs land under the run's temp root, removed by the parent
+
+
+def _local(
+    jobs: list[tuple], workers: int, tmp_root: str, on_result: Callable[[int, Attempt], None]
+) -> list[Attempt]:
+    results: list[Attempt | None] = [None] * len(jobs)
+    if workers == 1:
+        saved, tempfile.tempdir = tempfile.tempdir, tmp_root
+        try:
+            for i, job in enumerate(jobs):
+                results[i] = execute_one(job)
+                on_result(i, results[i])  # type: ignore[arg-type]
+        finally:
+            tempfile.tempdir = saved
+        return results  # type: ignore[return-value]
+    ctx = multiprocessing.get_context("spawn")
+    pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(tmp_root,))
+    try:
+        futures = {pool.submit(execute_one, job): i for i, job in enumerate(jobs)}
+        for fut in as_completed(futures):
+            i = futures[fut]
+            results[i] = fut.result()
+            on_result(i, results[i])  # type: ignore[arg-type]
+    except BaseException:
+        # interrupted: stop the workers now; their zygotes and sandboxes die with them (PDEATHSIG)
+        for proc in list(getattr(pool, "_processes", {}).values()):
+            proc.terminate()
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown()
+    return results  # type: ignore[return-value]
+
+
+def _ray(
+    jobs: list[tuple], workers: int, address: str | None, on_result: Callable[[int, Attempt], None]
+) -> list[Attempt]:
+    """On a Ray cluster, in chunks, so finished attempts are kept as they come."""
+    from aigclab.parallel import map_items
+
+    try:
+        import ray
+    except ImportError:
+        raise AigclabError("engine 'ray' needs the extra: pip install 'aigclab[ray]'") from None
+    started = not ray.is_initialized()
+    if started:
+        opts: dict[str, Any] = {
+            "include_dashboard": False,
+            "log_to_driver": False,
+            "configure_logging": False,
+        }
+        ray.init(**opts, **({"address": address} if address else {"num_cpus": workers}))
+    try:
+        results: list[Attempt] = []
+        for lo in range(0, len(jobs), 2 * workers):
+            for j, att in enumerate(map_items(execute_one, jobs[lo : lo + 2 * workers], engine="ray")):
+                results.append(att)
+                on_result(lo + j, att)
+        return results
+    finally:
+        if started:
+            ray.shutdown()
 
 
 def execute(
@@ -101,23 +172,33 @@ def execute(
     engine: Engine = "local",
     workers: int | None = None,
     address: str | None = None,
+    on_result: Callable[[int, Attempt], None] | None = None,
 ) -> list[Attempt]:
-    """Run every generation in its own sandbox, `workers` at a time."""
+    """Run every generation in its own sandbox, `workers` at a time; `on_result(i, attempt)` as each ends.
+
+    The isolation is settled first (IsolationUnavailable rather than running unsandboxed); temp
+    dirs of all runs live under one root that is removed at the end, interrupted or not.
+    """
+    cfg = cfg.model_copy(update={"isolation": resolve_isolation(cfg.isolation)})
     jobs = [(g, cfg, str(media_root) if media_root else None, probe) for g in generations]
-    return map_items(
-        execute_one,
-        jobs,
-        engine=engine,
-        workers=workers,
-        address=address,
-        description="running games",
-        progress=True,
-    )
+    workers = min(workers or os.cpu_count() or 1, max(1, len(jobs)))
+    callback = on_result or (lambda i, a: None)
+    if engine not in ("local", "ray"):
+        raise AigclabError(f"unknown engine {engine!r}; choose 'local' or 'ray'")
+    tmp_root = tempfile.mkdtemp(prefix="aigclab-gamegym-")
+    try:
+        if engine == "ray":
+            return _ray(jobs, workers, address, callback)
+        return _local(jobs, workers, tmp_root, callback)
+    finally:
+        shutil.rmtree(tmp_root, ignore_errors=True)
 
 
 def score_all(
     attempts: Sequence[Attempt], samples: Sequence[Sample], backend: ChatBackend | None = None
 ) -> list[Score]:
+    from aigclab.gamegym.score import score_attempt
+
     by_id = {s.id: s for s in samples}
     return [score_attempt(a, by_id.get(a.sample_id), backend) for a in attempts]
 

@@ -1,20 +1,32 @@
-"""Run untrusted pygame programs: own process, limits, no network, virtual clock, captured frames.
+"""Run untrusted pygame programs: isolated, limited, virtual clock, frames over a validated channel.
 
-Layers, strongest available first (``isolation="auto"`` probes once per process):
+Isolation (``SandboxConfig.isolation``; ``auto`` probes once per process by running a real program
+through the jail) fails *closed*: when neither mode works, running raises
+:class:`IsolationUnavailable` unless the caller asked for ``"none"`` explicitly.
 
-* ``namespaces`` (root): ``unshare --net --mount --pid --fork --kill-child``: an empty network
-  namespace (no interfaces but a down loopback), a private mount namespace where the temp dirs and
-  home directories are empty tmpfs (the interpreter is bound back read-only, the work dir
-  read-write) and every other mount is read-only, a PID namespace whose processes all die with it;
-  then an unused uid (so RLIMIT_NPROC applies and nothing of the parent's can be signalled or read).
-* ``user-namespaces`` (non-root, where the kernel allows): the same with ``unshare -r``, no uid drop,
-  so files the invoking user may read outside the hidden dirs stay readable.
-* ``none``: a plain child process; only the rlimits and the Python socket block remain. This is
-  not a security boundary (the hostile suite escapes it); use it only for trusted code.
+* ``namespaces`` (root) and ``user-namespaces`` (non-root, where the kernel allows): fresh mount,
+  PID, network, IPC and UTS namespaces; a minimal root (interpreter, its prefixes, every
+  site-packages dir wherever it lives, /usr and the loader, fonts, /dev/null & co, the work dir at
+  /game; nothing of /work, /opt, /etc, /run, /tmp or the homes); no network interfaces and no
+  filesystem or abstract Unix sockets of the host; SysV IPC private to the run; an unused uid
+  (as root) so the program can signal or read nothing of ours. See _jail.py.
+* ``none``: a plain forked process with the limits below; not a security boundary.
 
-Always: its own session (process group killed on timeout), wall-clock timeout, RLIMIT_CPU, RLIMIT_AS,
-RLIMIT_FSIZE, RLIMIT_NPROC, RLIMIT_NOFILE, a fresh temp working dir, a scrubbed environment with SDL
-dummy drivers, and the prelude's virtual clock, frame capture, scripted input and socket block.
+Limits: wall clock (the whole namespace is killed), RLIMIT_CPU/AS/FSIZE/NPROC/NOFILE per process,
+and for the *whole attempt* a memory cgroup (cgroup v2 with a memory controller we may use) or,
+failing that, an aggregate watchdog that sums the resident memory and CPU time of every process of
+the attempt and kills it past ``memory_mb`` / ``cpu_s``. Programs start from a pre-started zygote
+that forks per run (no interpreter start-up or ``import pygame`` per run).
+
+Threat model (integrity of the report). The harness trusts only what it observes from outside:
+the exit status (from PID 1 of the namespace), wall and CPU time, and the frame channel, which it
+counts and validates itself. Nothing the program can write as a file is read back, so forging
+``result.json`` or PNGs in the work dir has no effect; ``import __main__`` is the program's own
+module, so the recorder's state is not reachable by name; replacing the recorder's hooks
+(flip/update, the clock) is detected and the run is marked ``tampered``; a malformed channel is
+``tampered``. Not defended: the recorder runs in the program's process, so a program that
+deliberately reimplements the channel protocol can send frames it drew itself; they are then the
+frames it is scored on. Judges see only frames that crossed the channel.
 
 Example:
     >>> from aigclab.gamegym.sandbox import SandboxConfig, run_program
@@ -27,26 +39,36 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 from aigclab._config import Config
+from aigclab.errors import AigclabError
+from aigclab.gamegym import _zygote
+from aigclab.gamegym.frames import Channel, FrameStream, parse_channel, write_media
 
-__all__ = ["DEFAULT_EVENTS", "InputEvent", "RunResult", "SandboxConfig", "isolation_mode", "run_program"]
+__all__ = [
+    "DEFAULT_EVENTS",
+    "InputEvent",
+    "IsolationUnavailable",
+    "RunResult",
+    "SandboxConfig",
+    "isolation_mode",
+    "resolve_isolation",
+    "run_program",
+]
 
 Isolation = Literal["auto", "namespaces", "user-namespaces", "none"]
 Status = Literal[
     "ok",
+    "early_exit",
     "syntax_error",
     "crash",
     "timeout",
@@ -54,12 +76,15 @@ Status = Literal[
     "memory",
     "no_frames",
     "virtual_limit",
+    "bad_artefact",
+    "tampered",
     "no_code",
     "sandbox_error",
 ]
-_HERE = Path(__file__).parent
-_UNSHARE = ["unshare", "--net", "--mount", "--pid", "--fork", "--kill-child", "--mount-proc"]
-_HIDE = ["/tmp", "/var/tmp", "/dev/shm", "/run/lock", "/root", "/home"]
+
+
+class IsolationUnavailable(AigclabError):
+    """No namespace isolation on this machine and the caller did not ask for ``isolation="none"``."""
 
 
 class InputEvent(BaseModel):
@@ -94,13 +119,15 @@ DEFAULT_EVENTS: tuple[InputEvent, ...] = (
 class SandboxConfig(Config):
     wall_s: float = 30.0
     cpu_s: int = 20
-    memory_mb: int = 1024
-    file_mb: int = 64
-    nproc: int = 32
+    memory_mb: int = 1024  # the whole attempt (every process of it together)
+    file_mb: int = 64  # per file written, and the frame channel's byte cap
+    nproc: int = 8
     isolation: Isolation = "auto"
     clock: Literal["virtual", "real"] = "virtual"
     max_virtual_s: float = 12.0  # the prompt asks for 10 s; a program still running after this is stopped
+    min_run_s: float = 9.5  # a clean exit before this virtual time is an early exit
     shots_at: tuple[float, ...] = (0, 1, 2, 3, 4, 5, 6, 7, 8, 9)
+    max_shot_side: int = 1280  # screenshots are scaled down inside the sandbox past this
     video_fps: float = 4.0
     video_s: float = 10.0
     video_width: int = 200
@@ -117,75 +144,67 @@ class RunResult(BaseModel):
     virtual_s: float = 0.0
     frames: int = 0
     shots: list[str] = []
+    video: str | None = None
     gif: str | None = None
     exception: str | None = None
     stdout: str = ""
     stderr: str = ""
     isolation: str = ""
+    tampered: list[str] = []
+    probe_status: str | None = None  # the same program without scripted input, forked at the first input
+    probe_shots: list[str] = []
+    uid: int | None = None
 
 
-class _ChildReport(BaseModel):
-    t: float = 0.0
-    frames: int = 0
-    shots: list[str] = []
-    video: int = 0
-    stopped: str = "exit"
-    exception: str | None = None
+def _probe(mode: str) -> bool:
+    """Run a real program (the interpreter, pygame, a frame) through the jail in `mode`."""
+    code = "import pygame\npygame.display.set_mode((8, 8))\npygame.display.flip()\nprint('jail-ok')\n"
+    try:
+        result = _run(code, SandboxConfig(wall_s=60, min_run_s=0, isolation=mode), mode, None, (), False)  # type: ignore[arg-type]
+    except OSError:
+        return False
+    return result.status == "ok" and "jail-ok" in result.stdout
 
 
 @functools.cache
 def isolation_mode() -> str:
-    """The strongest isolation this machine allows (probed once by running ``true`` inside it)."""
-    if shutil.which("unshare") is None:
-        return "none"
-    tries = [("namespaces", _UNSHARE)] if os.geteuid() == 0 else []
-    tries.append(("user-namespaces", [_UNSHARE[0], "-r", *_UNSHARE[1:]]))
-    for mode, cmd in tries:
-        try:
-            if subprocess.run([*cmd, "true"], capture_output=True, timeout=20).returncode == 0:
-                return mode
-        except subprocess.TimeoutExpired:
-            continue
+    """The strongest isolation that runs a real program here: namespaces, user-namespaces or none."""
+    tries = ["namespaces"] if os.geteuid() == 0 else []
+    for mode in [*tries, "user-namespaces"]:
+        if _probe(mode):
+            return mode
     return "none"
+
+
+def resolve_isolation(requested: str) -> str:
+    """The mode to use; raises IsolationUnavailable instead of silently running unsandboxed."""
+    if requested != "auto":
+        return requested
+    mode = isolation_mode()
+    if mode == "none":
+        raise IsolationUnavailable(
+            "gamegym: no namespace isolation works on this machine (needs root or unprivileged user "
+            "namespaces); refusing to run untrusted programs. Pass --isolation none to run them "
+            "unsandboxed (trusted code only)."
+        )
+    return mode
+
+
+_uid_counter = 0
 
 
 def _sandbox_uid() -> int:
     """An otherwise unused uid, distinct per parent process and call."""
-    _sandbox_uid.counter = getattr(_sandbox_uid, "counter", 0) + 1  # type: ignore[attr-defined]
-    return 200_000 + (os.getpid() * 64 + _sandbox_uid.counter) % 500_000  # type: ignore[attr-defined]
+    global _uid_counter
+    _uid_counter += 1
+    return 200_000 + (os.getpid() * 64 + _uid_counter) % 500_000
 
 
-def _keep_paths() -> list[str]:
-    """The interpreter's and pygame's dirs that live under a hidden home root and must stay visible."""
-    import importlib.util
-    import site
-
-    spec = importlib.util.find_spec("pygame")
-    pygame_dir = str(Path(spec.origin).parent.parent) if spec and spec.origin else sys.prefix
-    homes = ("/root/", "/home/")
-    dirs = [sys.base_prefix, sys.prefix, *site.getsitepackages(), pygame_dir]
-    keep: list[str] = []
-    for path in sorted({os.path.realpath(p) for p in dirs if os.path.isdir(p)}):
-        if path.startswith(homes) and not any(path == k or path.startswith(k + "/") for k in keep):
-            keep.append(path)
-    return keep
-
-
-def _user_procs(uid: int) -> int:
-    n = 0
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            n += os.stat(f"/proc/{pid}").st_uid == uid
-        except FileNotFoundError:
-            continue
-    return n
-
-
-def _env(workdir: str) -> dict[str, str]:
+def _env() -> dict[str, str]:
     return {
         "PATH": "/usr/bin:/bin",
-        "HOME": workdir,
-        "TMPDIR": workdir,
+        "HOME": "/game",
+        "TMPDIR": "/game",
         "LANG": "C.UTF-8",
         "SDL_VIDEODRIVER": "dummy",
         "SDL_AUDIODRIVER": "dummy",
@@ -196,170 +215,176 @@ def _env(workdir: str) -> dict[str, str]:
     }
 
 
-def _jail_config(cfg: SandboxConfig, workdir: str, mode: str) -> dict:
-    root = os.geteuid() == 0
-    nproc = cfg.nproc if mode == "namespaces" else _user_procs(os.getuid()) + cfg.nproc
-    return {
-        "workdir": workdir,
-        "hide": [p for p in _HIDE if os.path.isdir(p)] if mode != "none" else [],
-        "keep_ro": _keep_paths() if mode != "none" else [],
-        "uid": _sandbox_uid() if mode == "namespaces" and root else None,
-        "memory_mb": cfg.memory_mb,
-        "cpu_s": cfg.cpu_s,
-        "file_mb": cfg.file_mb,
-        "nproc": nproc,
-        "env": _env(workdir),
+def _child_cfg(cfg: SandboxConfig, events: tuple[InputEvent, ...]) -> dict:
+    keys = {
+        "clock",
+        "max_virtual_s",
+        "shots_at",
+        "max_shot_side",
+        "video_fps",
+        "video_s",
+        "video_width",
+        "seed",
     }
+    return {**cfg.model_dump(include=keys), "events": [e.model_dump() for e in events]}
 
 
-def _wait(proc: subprocess.Popen, wall_s: float) -> tuple[int | None, float, bool]:
-    """Wait up to `wall_s`; kill the whole session past it. Returns (returncode, cpu seconds, timed out)."""
-    deadline = time.monotonic() + wall_s
-    while True:
-        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-        if pid:
-            proc.returncode = os.waitstatus_to_exitcode(status)
-            return proc.returncode, usage.ru_utime + usage.ru_stime, False
-        if time.monotonic() > deadline:
-            os.killpg(proc.pid, signal.SIGKILL)
-            _, status, usage = os.wait4(proc.pid, 0)
-            proc.returncode = os.waitstatus_to_exitcode(status)
-            return None, usage.ru_utime + usage.ru_stime, True
-        time.sleep(0.01)
-
-
-def _reap(uid: int, patience_s: float = 3.0) -> None:
-    """Wait until the sandbox uid owns no process (the dying PID namespace), killing stragglers."""
-    deadline = time.monotonic() + patience_s
-    while _user_procs(uid) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        with contextlib.suppress(FileNotFoundError, ProcessLookupError):
-            if os.stat(f"/proc/{pid}").st_uid == uid:
-                os.kill(int(pid), signal.SIGKILL)
-
-
-def _tail(path: Path, n: int = 2000) -> str:
-    data = path.read_bytes() if path.exists() else b""
-    return data[-n:].decode("utf-8", "replace")
-
-
-def _status(
-    report: _ChildReport | None, code: int | None, timed_out: bool, cpu: float, cfg: SandboxConfig
-) -> Status:
-    if timed_out:
-        return "timeout"
-    exc = (report.exception or "") if report else ""
+def _status(stream: FrameStream, exit_code: int | None, cfg: SandboxConfig, cpu: float) -> Status:
+    end = stream.end or {}
+    exc = str(end.get("exception") or "")
+    if stream.bad_artefact:
+        return "bad_artefact"
     if exc.startswith(("SyntaxError", "IndentationError", "TabError")):
         return "syntax_error"
     if exc.startswith("MemoryError"):
         return "memory"
-    if report is None:  # killed before it could report: by a signal or a limit
-        return "cpu_limit" if cpu >= cfg.cpu_s - 0.5 or code == -signal.SIGXCPU else "crash"
-    if report.stopped == "virtual_limit":
+    if stream.tampered:
+        return "tampered"
+    if stream.end is None:  # killed before it could report: by a signal or a limit
+        xcpu = exit_code in (128 + signal.SIGXCPU, -signal.SIGXCPU)
+        return "cpu_limit" if xcpu or cpu >= cfg.cpu_s - 0.5 else "crash"
+    if end.get("stopped") == "virtual_limit":
         return "virtual_limit"
-    if code != 0 or exc:
+    if exit_code != 0 or exc:
         return "crash"
-    return "ok" if report.frames > 0 else "no_frames"
+    if stream.frames == 0:
+        return "no_frames"
+    return "early_exit" if stream.t < cfg.min_run_s else "ok"
 
 
 def run_program(
-    code: str, cfg: SandboxConfig, out_dir: str | Path | None = None, events: tuple[InputEvent, ...] = ()
+    code: str,
+    cfg: SandboxConfig,
+    out_dir: str | Path | None = None,
+    events: tuple[InputEvent, ...] = (),
+    probe: bool = False,
 ) -> RunResult:
-    """Run `code` as ``game.py`` in the sandbox; screenshots and a GIF go to `out_dir` when given."""
-    mode = isolation_mode() if cfg.isolation == "auto" else cfg.isolation
-    workdir = tempfile.mkdtemp(prefix="aigclab-gg-")
-    logdir = Path(tempfile.mkdtemp(prefix="aigclab-gglog-"))
+    """Run `code` as ``game.py`` in the sandbox; screenshots and video frames go to `out_dir` when given.
+
+    With `probe` (and `events`), the program also runs on without input from the first scripted
+    event (a fork of the same process) and its screenshots go to ``out_dir/probe``.
+    """
+    mode = resolve_isolation(cfg.isolation)
+    return _run(code, cfg, mode, Path(out_dir) if out_dir else None, events, probe and bool(events))
+
+
+def _run(
+    code: str,
+    cfg: SandboxConfig,
+    mode: str,
+    out_dir: Path | None,
+    events: tuple[InputEvent, ...],
+    probe: bool,
+) -> RunResult:
+    attempt_dir = Path(tempfile.mkdtemp(prefix="aigclab-gg-"))
+    pipes: list[int] = []  # read ends; write ends stay in `fds` until the zygote has them
+    fds: dict[str, int] = {}
     try:
-        wd = Path(workdir)
-        (wd / "game.py").write_text(code)
-        shutil.copy(_HERE / "_prelude.py", wd / "_gg_prelude.py")
-        shutil.copy(_HERE / "_jail.py", logdir / "_gg_jail.py")
-        child_cfg = cfg.model_dump(
-            include={"clock", "max_virtual_s", "shots_at", "video_fps", "video_s", "video_width", "seed"}
-        )
-        child_cfg["events"] = [e.model_dump() for e in events]
-        (wd / "_gg_config.json").write_text(json.dumps(child_cfg))
-        jail = _jail_config(cfg, workdir, mode)
-        (logdir / "jail.json").write_text(json.dumps(jail))
-        prefix = {"namespaces": _UNSHARE, "user-namespaces": [_UNSHARE[0], "-r", *_UNSHARE[1:]]}.get(mode, [])
-        cmd = [*prefix, sys.executable, "-I", str(logdir / "_gg_jail.py"), str(logdir / "jail.json")]
+        workdir = attempt_dir / "game"
+        workdir.mkdir()
+        (attempt_dir / "root").mkdir()
+        (workdir / "game.py").write_text(code)
+        uid = _sandbox_uid() if mode == "namespaces" else None
+        job = {
+            "mode": mode,
+            "workdir": str(workdir),
+            "root": str(attempt_dir / "root"),
+            "keep_ro": _zygote.keep_paths(),
+            "uid": uid,
+            "memory_mb": cfg.memory_mb,
+            "cpu_s": cfg.cpu_s,
+            "file_mb": cfg.file_mb,
+            "nproc": cfg.nproc if mode == "namespaces" else _zygote.user_procs(os.getuid()) + cfg.nproc,
+            "env": _env(),
+            "child": _child_cfg(cfg, events),
+        }
+        for name in ("stdout", "stderr"):
+            fds[name] = os.open(attempt_dir / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        chan_r, fds["channel"] = os.pipe()
+        pipes.append(chan_r)
+        channels = {"main": Channel(chan_r, cfg.file_mb << 20)}
+        if probe:
+            probe_r, fds["probe"] = os.pipe()
+            pipes.append(probe_r)
+            channels["probe"] = Channel(probe_r, cfg.file_mb << 20)
+        for ch in channels.values():
+            os.set_blocking(ch.fd, False)
         start = time.monotonic()
-        with open(logdir / "stdout", "wb") as out, open(logdir / "stderr", "wb") as err:
-            proc = subprocess.Popen(
-                cmd,
-                cwd=workdir,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=err,
-                env=_env(workdir),
-                start_new_session=True,
-            )
-            returncode, cpu, timed_out = _wait(proc, cfg.wall_s)
-        if jail["uid"] is not None:
-            _reap(jail["uid"])
+        outcome = _zygote.run(mode, job, fds, channels, cfg)
         wall = time.monotonic() - start
-        report = _read_report(wd / "_gg_out" / "result.json")
-        result = RunResult(
-            status=_status(report, returncode, timed_out, cpu, cfg),
-            returncode=returncode,
-            wall_s=round(wall, 3),
-            cpu_s=round(cpu, 3),
-            virtual_s=round(report.t, 3) if report else 0.0,
-            frames=report.frames if report else 0,
-            exception=report.exception if report else None,
-            stdout=_tail(logdir / "stdout"),
-            stderr=_tail(logdir / "stderr"),
-            isolation=mode,
-        )
-        if out_dir is not None and report is not None:
-            _collect_media(wd / "_gg_out", report, Path(out_dir), result, cfg)
-        return result
+        return _result(outcome, channels, attempt_dir, out_dir, cfg, mode, uid, wall)
     finally:
-        shutil.rmtree(workdir, ignore_errors=True)
-        shutil.rmtree(logdir, ignore_errors=True)
+        for fd in [*pipes, *fds.values()]:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        shutil.rmtree(attempt_dir, ignore_errors=True)
 
 
-def _read_report(path: Path) -> _ChildReport | None:
+def _tail(path: Path, n: int = 2000) -> str:
+    """The last `n` bytes of a log the harness itself created (it may be up to file_mb long)."""
     try:
-        return _ChildReport.model_validate_json(path.read_bytes()[:1_000_000])
-    except (OSError, ValidationError):
-        return None
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return ""
+    try:
+        size = os.fstat(fd).st_size
+        os.lseek(fd, max(0, size - n), os.SEEK_SET)
+        return os.read(fd, n).decode("utf-8", "replace")
+    finally:
+        os.close(fd)
 
 
-def _plain(path: Path) -> bool:
-    """A regular file the program wrote itself: no symlink, no hard link to someone else's file."""
-    return path.is_file() and not path.is_symlink() and path.stat().st_nlink == 1
-
-
-def _collect_media(
-    src: Path, report: _ChildReport, dest: Path, result: RunResult, cfg: SandboxConfig
-) -> None:
-    """Copy the screenshots (only names the child reported, only plain files) and build the GIF."""
-    from PIL import Image, UnidentifiedImageError
-
-    dest.mkdir(parents=True, exist_ok=True)
-    for name in report.shots[: len(cfg.shots_at)]:
-        path = src / Path(name).name
-        if _plain(path):
-            shutil.copyfile(path, dest / path.name)
-            result.shots.append(path.name)
-    frames = []
-    for i in range(min(report.video, int(cfg.video_fps * cfg.video_s) + 1)):
-        path = src / f"video_{i:04d}.png"
-        if not _plain(path):
-            break
-        try:
-            with Image.open(path) as im:
-                frames.append(im.convert("RGB").quantize(64))
-        except (OSError, UnidentifiedImageError):
-            break
-    if frames:
-        frames[0].save(
-            dest / "gameplay.gif",
-            save_all=True,
-            append_images=frames[1:],
-            duration=int(1000 / cfg.video_fps),
-            loop=0,
-        )
-        result.gif = "gameplay.gif"
+def _result(
+    outcome: _zygote.Outcome,
+    channels: dict[str, Channel],
+    attempt_dir: Path,
+    out_dir: Path | None,
+    cfg: SandboxConfig,
+    mode: str,
+    uid: int | None,
+    wall: float,
+) -> RunResult:
+    max_px = max(cfg.max_shot_side, cfg.video_width) ** 2
+    streams = {k: parse_channel(ch.data, cfg.shots_at, max_px, k == "probe") for k, ch in channels.items()}
+    main = streams["main"]
+    if channels["main"].dropped:
+        main.bad_artefact = f"over the byte cap: the frame channel sent more than {cfg.file_mb} MB"
+    if outcome.jail_error:
+        status: Status = "sandbox_error"
+    elif outcome.killed:
+        status = outcome.killed  # type: ignore[assignment]
+    else:
+        status = _status(main, outcome.exit_code, cfg, outcome.cpu)
+    end = main.end or {}
+    result = RunResult(
+        status=status,
+        returncode=outcome.exit_code,
+        wall_s=round(wall, 3),
+        cpu_s=round(outcome.cpu, 3),
+        virtual_s=round(main.t, 3),
+        frames=main.frames,
+        exception=outcome.jail_error or main.bad_artefact or end.get("exception"),
+        stdout=_tail(attempt_dir / "stdout"),
+        stderr=_tail(attempt_dir / "stderr"),
+        isolation=mode,
+        tampered=[*main.tampered, *[str(x)[:80] for x in (end.get("tampered") or [])][:8]],
+        uid=uid,
+    )
+    if result.tampered and status not in ("sandbox_error", "bad_artefact"):
+        result.status = "tampered"
+    if "probe" in streams:
+        p = streams["probe"]
+        pend = p.end or {}
+        if channels["probe"].data:  # the probe forks at the first scripted input; it may never come
+            result.probe_status = (
+                "tampered"
+                if p.tampered
+                else "bad_artefact"
+                if p.bad_artefact
+                else str(pend.get("stopped", "crash"))
+            )
+    if out_dir is not None and result.status not in ("sandbox_error", "bad_artefact"):
+        result.shots, result.video = write_media(main, out_dir)
+        if "probe" in streams:
+            result.probe_shots, _ = write_media(streams["probe"], out_dir / "probe", video=False)
+    return result

@@ -1,17 +1,23 @@
 """Scoring: automatic metrics from the captured frames, and the three V-GameGym judges.
 
 Automatic (always): ``ran`` (at least one frame), ``exited_cleanly`` (stopped by itself with code 0
-within the virtual time limit), ``not_blank`` (share of screenshots with pixel std > 3),
-``visual_diversity`` (mean colour entropy over 64 bins / 6 bits), ``motion`` (mean share of pixels
-that change between consecutive screenshots), ``input_response`` (share of pixels that differ
-between the run with scripted input and the same run without it, at t >= 2 s), ``fps`` (frames per
+after running its expected time, ``min_run_s``, and within the virtual time limit; quitting earlier
+is ``early_exit``), ``not_blank`` (share of screenshots with pixel std > 3), ``visual_diversity``
+(mean colour entropy over 64 bins / 6 bits), ``motion`` (mean share of pixels that change between
+consecutive screenshots), ``moving`` (share of consecutive screenshot pairs where something visibly
+moved: at least max(16, 0.01% of the pixels) changed, so sparse motion such as a starfield
+counts), ``input_response`` (share of pixels that differ between the run with scripted input and
+the probe forked at the first input that runs on without it, at t >= 2 s), ``fps`` (frames per
 virtual second) and ``speedup`` (virtual / wall seconds). A program *passes* when it ran and exited
-cleanly, at least half the screenshots are not blank, and motion > 0.005. ``auto_score`` (0-100) =
-25 ran + 25 exited cleanly + 20 not_blank + 15 min(1, motion / 0.02) + 15 min(1, diversity / 0.3).
+cleanly, at least half the screenshots are not blank, and at least half the pairs moved.
+``auto_score`` (0-100) = 25 ran + 25 exited cleanly + 20 not_blank + 15 moving + 15 min(1,
+diversity / 0.3). A media archive that cannot be read within bounds fails that attempt only
+(``bad_artefact``, auto_score 0); the batch goes on.
 
 Judges (optional, any chat backend): code (requirement + code), screenshots (up to 10 images) and
-video (GIF frames sent as images, for servers without video input), each four 0-25 sub-scores as in
-the paper; ``final_score`` = mean of the three totals; missing media gives that judge 0.
+video (8 of the video frames sent as images, for servers without video input), each four 0-25
+sub-scores as in the paper; ``final_score`` = mean of the three totals; missing media gives that
+judge 0.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from aigclab.errors import AigclabError
+from aigclab.gamegym.frames import ArtefactError, load_frames, load_shots
 from aigclab.gamegym.records import Attempt, Sample, Score
 from aigclab.llm import ChatBackend, user_message
 
@@ -36,7 +43,7 @@ __all__ = [
     "score_attempt",
 ]
 
-_REASONS = {"virtual_limit": "no_exit", "cpu_limit": "timeout", "no_frames": "no_frames"}
+_REASONS = {"virtual_limit": "no_exit", "cpu_limit": "timeout", "no_frames": "no_frames"}  # else the status
 Sub = Annotated[float, Field(ge=0, le=25)]
 
 
@@ -69,12 +76,6 @@ class VideoJudgement(_Judgement):
     dynamic_quality_score: Sub
 
 
-def _load(paths: list[Path]) -> list[np.ndarray]:
-    from aigclab.io import load_image
-
-    return [load_image(p) for p in paths if p.is_file()]
-
-
 def _entropy(img: np.ndarray) -> float:
     q = (img // 64).reshape(-1, 3).astype(np.int64)
     counts = np.bincount(q[:, 0] * 16 + q[:, 1] * 4 + q[:, 2], minlength=64)
@@ -82,49 +83,72 @@ def _entropy(img: np.ndarray) -> float:
     return float(-(p * np.log2(p)).sum() / 6.0)
 
 
+def _diff(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.abs(a.astype(np.int16) - b.astype(np.int16)).max(axis=2) > 10
+
+
 def _changed(a: np.ndarray, b: np.ndarray) -> float:
-    if a.shape != b.shape:
-        return 1.0
-    return float((np.abs(a.astype(np.int16) - b.astype(np.int16)).max(axis=2) > 10).mean())
+    return 1.0 if a.shape != b.shape else float(_diff(a, b).mean())
+
+
+def _moved(a: np.ndarray, b: np.ndarray) -> bool:
+    """Something visibly moved: at least max(16 px, 0.01% of the frame) changed (a starfield counts)."""
+    return a.shape != b.shape or int(_diff(a, b).sum()) >= max(16, a.shape[0] * a.shape[1] // 10_000)
+
+
+def _media(attempt: Attempt) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """The run's screenshots and the probe's, read with bounds (ArtefactError on a bad archive)."""
+    if not attempt.media_dir:
+        return {}, {}
+    media = Path(attempt.media_dir)
+    return load_shots(media, attempt.shots), load_shots(media / "probe", attempt.probe_shots)
 
 
 def automatic_metrics(attempt: Attempt) -> dict[str, Any]:
     """The automatic metrics and pass/fail reason for one attempt (reads its screenshots)."""
-    media = Path(attempt.media_dir) if attempt.media_dir else None
-    shots = _load([media / s for s in attempt.shots]) if media else []
-    probe = _load([media / "probe" / s for s in attempt.probe_shots]) if media else []
+    try:
+        shots_by_name, probe = _media(attempt)
+        bad = ""
+    except ArtefactError as err:
+        shots_by_name, probe, bad = {}, {}, str(err)
+    shots = [shots_by_name[n] for n in sorted(shots_by_name)]
     ran = attempt.frames > 0
     clean = attempt.status == "ok"
     not_blank = float(np.mean([im.std() > 3 for im in shots])) if shots else 0.0
     diversity = float(np.mean([_entropy(im) for im in shots])) if shots else 0.0
-    motion = float(np.mean([_changed(a, b) for a, b in itertools.pairwise(shots)])) if len(shots) > 1 else 0.0
+    pairs = list(itertools.pairwise(shots))
+    motion = float(np.mean([_changed(a, b) for a, b in pairs])) if pairs else 0.0
+    moving = float(np.mean([_moved(a, b) for a, b in pairs])) if pairs else 0.0
     response = None
-    if probe:
-        pairs = [(a, b) for i, (a, b) in enumerate(zip(shots, probe, strict=False)) if i >= 2]
-        response = float(np.mean([_changed(a, b) for a, b in pairs])) if pairs else 0.0
-    if attempt.status != "ok":
+    if attempt.probe_shots and not bad:
+        common = [n for n in sorted(probe) if n in shots_by_name and int(n.split("_")[-1]) >= 2]
+        diffs = [_changed(shots_by_name[n], probe[n]) for n in common]
+        response = float(np.mean(diffs)) if diffs else 0.0
+    if bad:
+        reason = "bad_artefact"
+    elif attempt.status != "ok":
         reason = _REASONS.get(attempt.status, attempt.status)
     elif not_blank < 0.5:
         reason = "blank"
-    elif motion <= 0.005:
+    elif moving < 0.5:
         reason = "static"
     else:
         reason = ""
-    auto = (
-        25 * ran + 25 * clean + 20 * not_blank + 15 * min(1.0, motion / 0.02) + 15 * min(1.0, diversity / 0.3)
-    )
+    auto = 25 * ran + 25 * clean + 20 * not_blank + 15 * moving + 15 * min(1.0, diversity / 0.3)
     return {
         "ran": ran,
         "exited_cleanly": clean,
         "not_blank": round(not_blank, 4),
         "visual_diversity": round(diversity, 4),
         "motion": round(motion, 4),
+        "moving": round(moving, 4),
         "input_response": None if response is None else round(response, 4),
         "fps": round(attempt.frames / attempt.virtual_s, 2) if attempt.virtual_s > 0 else 0.0,
         "speedup": round(attempt.virtual_s / attempt.wall_s, 2) if attempt.wall_s > 0 else 0.0,
-        "auto_score": round(auto, 2),
+        "auto_score": round(auto * (not bad), 2),
         "passed": reason == "",
         "fail_reason": reason,
+        "artefact_error": bad or None,
     }
 
 
@@ -159,11 +183,10 @@ Score its motion with four sub-scores from 0 to 25 each: animation_score, intera
 Reply with one JSON object with those four numbers and a short "feedback" string."""
 
 
-def _gif_frames(path: Path, n: int) -> list[np.ndarray]:
-    from PIL import Image, ImageSequence
-
-    with Image.open(path) as im:
-        frames = [np.asarray(f.convert("RGB")) for f in ImageSequence.Iterator(im)]
+def _video_frames(path: Path, n: int) -> list[np.ndarray]:
+    frames = list(load_frames(path).values())
+    if not frames:
+        return []
     idx = np.linspace(0, len(frames) - 1, min(n, len(frames))).round().astype(int)
     return [frames[i] for i in idx]
 
@@ -177,19 +200,20 @@ def judge_attempt(
         [user_message(_CODE_PROMPT.format(requirement=req, code=attempt.code))], CodeJudgement
     )
     media = Path(attempt.media_dir) if attempt.media_dir else None
-    shots = _load([media / s for s in attempt.shots]) if media else []
+    try:
+        shots_by_name, _ = _media(attempt)
+        video = _video_frames(media / attempt.video, video_frames) if media and attempt.video else []
+    except ArtefactError:
+        shots_by_name, video = {}, []
+    shots = [shots_by_name[n] for n in sorted(shots_by_name)]
     shot_j = (
         backend.structured([user_message(_SHOTS_PROMPT.format(requirement=req), shots)], ScreenshotJudgement)
         if shots
         else None
     )
-    gif = media / attempt.gif if media and attempt.gif else None
     video_j = (
-        backend.structured(
-            [user_message(_VIDEO_PROMPT.format(requirement=req), _gif_frames(gif, video_frames))],
-            VideoJudgement,
-        )
-        if gif and gif.is_file()
+        backend.structured([user_message(_VIDEO_PROMPT.format(requirement=req), video)], VideoJudgement)
+        if video
         else None
     )
     totals = [code_j.total, shot_j.total if shot_j else 0.0, video_j.total if video_j else 0.0]
