@@ -21,6 +21,7 @@ PARTS: dict[str, str] = {
     "augment": "X-ray baggage simulator, Background Mixup and detector training with mAP",
     "gamegym": "V-GameGym harness: curate, generate, sandboxed runs, scoring and leaderboard",
     "diffusion": "low-bit diffusion quantization (MPQ-DM and baselines), sampling and FID",
+    "security": "quantization-conditioned backdoors: train, evaluate through real toolchains, scan",
 }
 
 # Modules whose import fills the registries (`aigclab info` and the contract test import them all).
@@ -36,6 +37,7 @@ REGISTRY_MODULES: tuple[str, ...] = (
     "aigclab.llm",
     "aigclab.augment.train_det",
     "aigclab.gamegym.generate",
+    "aigclab.security.tasks",
 )
 
 app = typer.Typer(
