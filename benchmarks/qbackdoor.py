@@ -172,19 +172,27 @@ def main() -> None:
         plan = {"digits": ([0], list(QUANTIZERS)), "aigc-mini": ([0], ["int4"])}
     tasks = [t for t in args.tasks.split(",") if t]
     path = RESULTS / f"{args.out}.json"
-    result: dict[str, Any] = {"tasks": {}, "quantizers": {}, "seeds": {}, "wall_s": {}, "load_average": {}}
-    if path.is_file():  # tasks run separately accumulate in one file; a task run again replaces its entry
-        result = json.loads(path.read_text())
-    result["quick"] = args.quick
+    runs_by_task: dict[str, Any] = {}
     for task in tasks:
         seeds, quantizers = plan[task]
         t0 = time.perf_counter()
         runs = [run_seed(task, seed, quantizers, args.quick) for seed in seeds]
-        result["tasks"][task] = summarise(task, runs, quantizers)
-        result["quantizers"][task] = quantizers
-        result["seeds"][task] = seeds
-        result["wall_s"][task] = time.perf_counter() - t0
-        result["load_average"][task] = os.getloadavg()
+        runs_by_task[task] = {
+            "table": summarise(task, runs, quantizers),
+            "quantizers": quantizers,
+            "seeds": seeds,
+            "wall_s": time.perf_counter() - t0,
+            "load_average": os.getloadavg(),
+        }
+    # Tasks run separately (or in parallel) accumulate in one file: re-read it just before writing.
+    result: dict[str, Any] = {"tasks": {}, "quantizers": {}, "seeds": {}, "wall_s": {}, "load_average": {}}
+    if path.is_file():
+        result = json.loads(path.read_text())
+    for task, run in runs_by_task.items():
+        result["tasks"][task] = run["table"]
+        for key in ("quantizers", "seeds", "wall_s", "load_average"):
+            result[key][task] = run[key]
+    result["quick"] = args.quick
     result["machine"] = "2 CPU cores shared with other jobs; torch threads 1"
     RESULTS.mkdir(exist_ok=True)
     path.write_text(json.dumps(result, indent=2) + "\n")

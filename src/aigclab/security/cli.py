@@ -82,8 +82,12 @@ def eval_cmd(
 def scan(
     model: Path = typer.Argument(..., help="a model written by `train`"),
     threshold: float | None = typer.Option(None, help="flag above this FP-vs-quantized disagreement"),
+    routes: str = typer.Option("int8,int4,torch-ao", help="quantization routes to compare against"),
 ) -> None:
-    """Compare the model with its quantized versions on probe inputs; flag a likely backdoor."""
+    """Compare the model with its quantized versions on probe inputs; flag a likely backdoor.
+
+    The scan only sees backdoors conditioned on a quantizer it tries: add routes (e.g. dorefa) to widen it.
+    """
     from aigclab.security.defenses import SCAN_THRESHOLD
     from aigclab.security.defenses import scan as run_scan
     from aigclab.security.model_io import load_model

@@ -9,7 +9,9 @@
 - `scan`: compares the full-precision model with its quantized versions on probe inputs and flags the model
   when their top-1 answers disagree on more than `threshold` of the probes. Quantizing a clean model changes
   few answers; a backdoored one changes many, in one direction. The threshold (default 0.10) is documented
-  here and measured in `benchmarks/qbackdoor.py` on clean and backdoored models.
+  here and measured in `benchmarks/qbackdoor.py` on clean and backdoored models. The scan only sees a
+  backdoor conditioned on a quantizer close to one it tries (`SCAN_ROUTES` by default: int8, int4 and
+  torch.ao; a DoReFa-conditioned backdoor is missed unless ``dorefa`` is added).
 
 Example:
     >>> import torch
