@@ -352,3 +352,23 @@ def _explainer(name: str) -> None:
             explainer = create_explainer(name, model_path=str(make_tiny_vlm(Path(tmp))), max_new_tokens=4)
             with pytest.raises(LLMError, match="gave no valid Explanation"):
                 explain_image(img, _Brightness(), explainer, REFERENCE)
+
+
+@contract("backdoor-task")
+def _backdoor_task(name: str) -> None:
+    import torch
+
+    from aigclab.security.tasks import load_task, make_model
+
+    data = load_task(name)
+    assert (
+        data.x_train.dtype == torch.float32
+        and 0.0 <= float(data.x_train.min()) <= float(data.x_train.max()) <= 1.0
+    )
+    assert len(data.x_train) == len(data.y_train) and len(data.x_test) == len(data.y_test)
+    assert set(data.y_test.tolist()) == set(range(len(data.classes))) and 0 <= data.target < len(data.classes)
+    a, b = make_model(name, seed=3), make_model(name, seed=3)
+    x = data.x_test[:4]
+    out = a(x)
+    assert out.shape == (4, len(data.classes)) and torch.isfinite(out).all()
+    torch.testing.assert_close(out, b(x))  # seeded initialisation

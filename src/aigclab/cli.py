@@ -22,6 +22,7 @@ PARTS: dict[str, str] = {
     "gamegym": "V-GameGym harness: curate, generate, sandboxed runs, scoring and leaderboard",
     "diffusion": "low-bit diffusion quantization (MPQ-DM and baselines), sampling and FID",
     "models": "fetch pretrained backbones from package registries (nsfwjs) into the user's cache",
+    "security": "quantization-conditioned backdoors: train, evaluate through real toolchains, scan",
 }
 
 # Modules whose import fills the registries (`aigclab info` and the contract test import them all).
@@ -37,6 +38,7 @@ REGISTRY_MODULES: tuple[str, ...] = (
     "aigclab.llm",
     "aigclab.augment.train_det",
     "aigclab.gamegym.generate",
+    "aigclab.security.tasks",
 )
 
 app = typer.Typer(

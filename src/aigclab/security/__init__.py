@@ -1,0 +1,1 @@
+"""Security: the quantization-conditioned backdoor (QB), its evaluation through real toolchains, defences."""
