@@ -1,6 +1,6 @@
 """The jail: a pre-started process that forks one sandboxed run per request; stdlib and pygame only.
 
-``python -I _jail.py <prelude.py> <control-fd> <sys.path json>`` starts a *zygote*: it imports pygame (and fills pygame's
+``PYTHONPATH=<harness path> python -s -P _jail.py <prelude.py> <control-fd>`` starts a *zygote*: it imports pygame (and fills pygame's
 system-font list) once, then serves requests from the harness over a SOCK_SEQPACKET socket. Each
 request carries a JSON job and the file descriptors of the run (stdout, stderr, frame channels).
 
@@ -257,7 +257,7 @@ def main() -> None:
     die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     ctl = socket.socket(fileno=int(sys.argv[2]))
-    sys.path[:] = json.loads(sys.argv[3])  # the harness's own import path (venvs, user site, ...)
+    os.environ.pop("PYTHONPATH", None)  # it served this interpreter's start; programs do not see it
     spec = importlib.util.spec_from_file_location("_gg_prelude", sys.argv[1])
     assert spec and spec.loader
     prelude = importlib.util.module_from_spec(spec)

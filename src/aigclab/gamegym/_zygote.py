@@ -151,14 +151,16 @@ class Zygote:
     def __init__(self, mode: str) -> None:
         self.mode = mode
         self.sock, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        path = json.dumps([p for p in sys.path if p and os.path.isabs(p)])
+        # The harness's own import path (venvs, user site, ...) reaches the jail through PYTHONPATH in a
+        # controlled environment; -s and -P keep anything else (user site, the script's dir) off it.
+        path = os.pathsep.join(p for p in sys.path if p and os.path.isabs(p))
         cmd = [
             sys.executable,
-            "-I",
+            "-s",
+            "-P",
             str(_HERE / "_jail.py"),
             str(_HERE / "_prelude.py"),
             str(theirs.fileno()),
-            path,
         ]
         self.proc = subprocess.Popen(
             cmd,
@@ -167,7 +169,12 @@ class Zygote:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             start_new_session=True,
-            env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "PYGAME_HIDE_SUPPORT_PROMPT": "1"},
+            env={
+                "PATH": "/usr/bin:/bin",
+                "LANG": "C.UTF-8",
+                "PYGAME_HIDE_SUPPORT_PROMPT": "1",
+                "PYTHONPATH": path,
+            },
         )
         theirs.close()
         ready, _, _ = select.select([self.sock], [], [], 120)
