@@ -10,9 +10,10 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any, Literal, TypeVar
 
@@ -20,7 +21,7 @@ from rich.progress import track
 
 from aigclab.errors import AigclabError
 
-__all__ = ["Engine", "map", "map_items"]
+__all__ = ["Engine", "map", "map_items", "ray_session"]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -61,7 +62,12 @@ def _call(fn: Callable[[T], R], item: T) -> R:
     return fn(item)
 
 
-def _ray_map(fn: Callable[[T], R], items: Sequence[T], workers: int | None, address: str | None) -> list[R]:
+@contextlib.contextmanager
+def ray_session(workers: int | None = None, address: str | None = None) -> Iterator[Any]:
+    """The `ray` module, connected to `address` or to a local cluster of `workers` CPUs started here.
+
+    A cluster started here is shut down on exit; an already initialised Ray is used as it is.
+    """
     try:
         import ray
     except ImportError:
@@ -79,9 +85,14 @@ def _ray_map(fn: Callable[[T], R], items: Sequence[T], workers: int | None, addr
             kwargs["num_cpus"] = workers or os.cpu_count() or 1
         ray.init(**kwargs)
     try:
-        remote: Any = ray.remote(_call)
-        fn_ref = ray.put(fn)
-        return list(ray.get([remote.remote(fn_ref, item) for item in items]))
+        yield ray
     finally:
         if started_here:
             ray.shutdown()
+
+
+def _ray_map(fn: Callable[[T], R], items: Sequence[T], workers: int | None, address: str | None) -> list[R]:
+    with ray_session(workers, address) as ray:
+        remote: Any = ray.remote(_call)
+        fn_ref = ray.put(fn)
+        return list(ray.get([remote.remote(fn_ref, item) for item in items]))

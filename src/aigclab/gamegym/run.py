@@ -137,30 +137,15 @@ def _ray(
     jobs: list[tuple], workers: int, address: str | None, on_result: Callable[[int, Attempt], None]
 ) -> list[Attempt]:
     """On a Ray cluster, in chunks, so finished attempts are kept as they come."""
-    from aigclab.parallel import map_items
+    from aigclab.parallel import map_items, ray_session
 
-    try:
-        import ray
-    except ImportError:
-        raise AigclabError("engine 'ray' needs the extra: pip install 'aigclab[ray]'") from None
-    started = not ray.is_initialized()
-    if started:
-        opts: dict[str, Any] = {
-            "include_dashboard": False,
-            "log_to_driver": False,
-            "configure_logging": False,
-        }
-        ray.init(**opts, **({"address": address} if address else {"num_cpus": workers}))
-    try:
+    with ray_session(workers, address):
         results: list[Attempt] = []
         for lo in range(0, len(jobs), 2 * workers):
             for j, att in enumerate(map_items(execute_one, jobs[lo : lo + 2 * workers], engine="ray")):
                 results.append(att)
                 on_result(lo + j, att)
         return results
-    finally:
-        if started:
-            ray.shutdown()
 
 
 def execute(
