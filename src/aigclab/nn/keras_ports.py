@@ -27,6 +27,19 @@ from aigclab.errors import ConfigError
 __all__ = ["KerasInceptionV3", "KerasMobileNetV2", "keras_to_torch", "load_keras_weights"]
 
 
+def _through_blocks(
+    x: torch.Tensor, blocks: nn.ModuleList, prefix: str, wanted: set[str], out: dict[str, torch.Tensor]
+) -> torch.Tensor | None:
+    """Run `blocks` in order, keeping the wanted maps ``<prefix><i>`` in `out`; None once all are kept."""
+    for i, block in enumerate(blocks):
+        if not wanted - out.keys():
+            return None
+        x = block(x)
+        if f"{prefix}{i}" in wanted:
+            out[f"{prefix}{i}"] = x
+    return x
+
+
 class ConvBN(nn.Module):
     """Keras Conv2D/DepthwiseConv2D (no bias) + BatchNormalization (eps 1e-3) + optional ReLU/ReLU6."""
 
@@ -125,14 +138,8 @@ class KerasMobileNetV2(nn.Module):
         """Feature maps (N, C, H, W) of ``blockK``; (N, C) for ``pooled``/``probs``; stops at the deepest."""
         out: dict[str, torch.Tensor] = {}
         wanted = set(layers)
-        x = self.stem(_pad01(x))
-        for i, block in enumerate(self.blocks):
-            if not wanted - out.keys():
-                return out
-            x = block(x)
-            if f"block{i}" in wanted:
-                out[f"block{i}"] = x
-        if wanted - out.keys():
+        x = _through_blocks(self.stem(_pad01(x)), self.blocks, "block", wanted, out)
+        if x is not None and wanted - out.keys():
             pooled = self.top(x).mean(dim=(2, 3))
             out["pooled"] = pooled
             if "probs" in wanted:
@@ -258,13 +265,8 @@ class KerasInceptionV3(nn.Module):
         x = self.stem[1](self.stem[0](x))
         x = F.max_pool2d(self.stem[2](x), 3, 2)
         x = F.max_pool2d(self.stem[4](self.stem[3](x)), 3, 2)
-        for i, block in enumerate(self.mixed):
-            if not wanted - out.keys():
-                return out
-            x = block(x)
-            if f"mixed{i}" in wanted:
-                out[f"mixed{i}"] = x
-        if wanted - out.keys():
+        x = _through_blocks(x, self.mixed, "mixed", wanted, out)
+        if x is not None and wanted - out.keys():
             out["pooled"] = x.mean(dim=(2, 3))
             if "probs" in wanted:
                 out["probs"] = self.head(out["pooled"])
