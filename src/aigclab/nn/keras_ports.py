@@ -138,9 +138,9 @@ class KerasMobileNetV2(nn.Module):
         """Feature maps (N, C, H, W) of ``blockK``; (N, C) for ``pooled``/``probs``; stops at the deepest."""
         out: dict[str, torch.Tensor] = {}
         wanted = set(layers)
-        x = _through_blocks(self.stem(_pad01(x)), self.blocks, "block", wanted, out)
-        if x is not None and wanted - out.keys():
-            pooled = self.top(x).mean(dim=(2, 3))
+        last = _through_blocks(self.stem(_pad01(x)), self.blocks, "block", wanted, out)
+        if last is not None and wanted - out.keys():
+            pooled = self.top(last).mean(dim=(2, 3))
             out["pooled"] = pooled
             if "probs" in wanted:
                 out["probs"] = self.head(pooled)
@@ -265,9 +265,9 @@ class KerasInceptionV3(nn.Module):
         x = self.stem[1](self.stem[0](x))
         x = F.max_pool2d(self.stem[2](x), 3, 2)
         x = F.max_pool2d(self.stem[4](self.stem[3](x)), 3, 2)
-        x = _through_blocks(x, self.mixed, "mixed", wanted, out)
-        if x is not None and wanted - out.keys():
-            out["pooled"] = x.mean(dim=(2, 3))
+        last = _through_blocks(x, self.mixed, "mixed", wanted, out)
+        if last is not None and wanted - out.keys():
+            out["pooled"] = last.mean(dim=(2, 3))
             if "probs" in wanted:
                 out["probs"] = self.head(out["pooled"])
         return {k: out[k] for k in layers}
