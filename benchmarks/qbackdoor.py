@@ -166,7 +166,7 @@ def main() -> None:
     torch.set_num_threads(1)
     plan = {
         "digits": ([0, 1, 2], list(QUANTIZERS)),
-        "aigc-mini": ([0, 1], ["int8", "int4"]),
+        "aigc-mini": ([0, 1], ["int4"]),  # int8 fails on digits already (see the note); CPU budget
     }
     if args.quick:
         plan = {"digits": ([0], list(QUANTIZERS)), "aigc-mini": ([0], ["int4"])}

@@ -83,6 +83,7 @@ class QBConfig(Config):
             the released code backdoors pretrained networks, and so does this recipe.
         epochs, batch_size, lr: Adam training budget of the backdoor phase.
         calib_size: training images in the fixed calibration batch of the activation ranges.
+        calib_every: refit the activation ranges every this many steps (weight ranges: every step).
         seed: network initialisation, batch order.
     """
 
@@ -95,6 +96,7 @@ class QBConfig(Config):
     batch_size: int = 64
     lr: float = 1e-3
     calib_size: int = 256
+    calib_every: int = 1
     seed: int = 0
 
 
@@ -155,7 +157,7 @@ def train_qbackdoor(
     for n_epochs, lam in phases:
         opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
         for _ in range(n_epochs):
-            row = _epoch(model, twin, data, calib, opt, lam, target, cfg.batch_size, gen)
+            row = _epoch(model, twin, data, calib, opt, lam, target, cfg, gen)
             row = {"epoch": float(len(rows)), "lam": lam, **row}
             rows.append(row)
             if log is not None:
@@ -172,19 +174,21 @@ def _epoch(
     opt: torch.optim.Optimizer,
     lam: float,
     target: int,
-    batch_size: int,
+    cfg: QBConfig,
     gen: torch.Generator,
 ) -> dict[str, float]:
     """One pass over the training split with the bi-target loss; mean losses."""
     model.train()
     sums = {"loss": 0.0, "loss_fp": 0.0, "loss_q": 0.0}
-    batches = _batches(len(data.x_train), batch_size, gen)
-    for idx in batches:
+    batches = _batches(len(data.x_train), cfg.batch_size, gen)
+    for step, idx in enumerate(batches):
         x, y = data.x_train[idx], data.y_train[idx]
         loss_fp = F.cross_entropy(model(x), y)
         loss_q = torch.zeros(())
         if lam > 0:
-            fit_ranges(twin, calib)
+            calibrate_weights(twin, "minmax")
+            if step % cfg.calib_every == 0:
+                calibrate_activations(twin, calib, "minmax")
             with quantizing(twin, True):
                 loss_q = F.cross_entropy(twin(x), torch.full_like(y, target))
         loss = loss_fp + lam * loss_q
