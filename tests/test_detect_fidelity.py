@@ -177,23 +177,22 @@ def test_feature_cache_key_includes_backbone_kwargs_and_memory_skips_recompute(
     np.testing.assert_array_equal(a(IMAGES[::-1]), first[::-1])
 
 
-def test_few_shot_protocol_at_a_tiny_size() -> None:
-    from aigclab.detect import bench
+@pytest.mark.parametrize("protocol", ["few-shot", "cross-generator"])
+def test_detect_bench_protocols_run_at_a_tiny_size(protocol: str, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
 
-    res = bench.few_shot(
-        None,
-        ks=(1,),
-        seeds=[0],
-        finetune_k=(),
-        cnn_k=(),
-        baselines=("univfd-tiny",),
-        refit_k=(1,),
-        calibration_k=1,
-        max_queries=24,
-        max_train=48,
-    )
-    assert {"univfd-tiny", "univfd-tiny-refit-1shot", "dpgnet-lite-1shot", "ftnet-1shot"} <= set(res)
-    for r in res.values():
-        assert {"mean_auc", "mean_ap", "calibrated_acc", "mean_acc", "per_generator"} <= set(r)
-        assert 0 <= r["mean_auc"] <= 1 and 0 <= r["calibrated_acc"] <= 1
-        assert len(r["per_generator"]) == 6
+    from aigclab.cli import app
+
+    args = ["detect", "bench", "--protocol", protocol, "--quick", "--out", str(tmp_path)]
+    result = CliRunner().invoke(app, [*args, "--cache-dir", str(tmp_path / "cache")])
+    assert result.exit_code == 0, result.output
+    if protocol == "few-shot":
+        res = json.loads((tmp_path / "few-shot.json").read_text())["methods"]
+        assert {"univfd-tiny", "univfd-tiny-refit-1shot", "dpgnet-lite-1shot", "ftnet-1shot"} <= set(res)
+        for r in res.values():
+            assert {"mean_auc", "mean_ap", "calibrated_acc", "mean_acc", "per_generator"} <= set(r)
+            assert 0 <= r["mean_auc"] <= 1 and 0 <= r["calibrated_acc"] <= 1 and len(r["per_generator"]) == 6
+        assert "calibrated acc" in (tmp_path / "few-shot.md").read_text()
+    else:
+        rep = json.loads((tmp_path / "cross-ftnet-tiny.json").read_text())
+        assert len(rep["per_generator"]) == 7

@@ -36,15 +36,14 @@ def _log(msg: str) -> None:
 
 
 def _cap(data: Any, n: int | None, seed: int = 0) -> Any:
-    """At most `n` images of each class (a seeded, order-keeping subset); all when `n` is None."""
+    """At most `n` images of each generator ("real" included): a seeded subset in the original order."""
     if n is None:
         return data
     rng = np.random.default_rng(seed)
-    keep = [
-        rng.choice(idx, size=min(n, len(idx)), replace=False)
-        for c in (0, 1)
-        if len(idx := np.flatnonzero(data.labels == c))
-    ]
+    keep = []
+    for g in sorted(set(data.generators.tolist())):
+        idx = np.flatnonzero(data.generators == g)
+        keep.append(rng.choice(idx, size=min(n, len(idx)), replace=False))
     return data.subset(np.sort(np.concatenate(keep)))
 
 
@@ -70,14 +69,19 @@ def cross_generator(
     compression: str | None = None,
     cache_dir: str | None = None,
     trained: dict[str, Detector] | None = None,
+    max_queries: int | None = None,
+    max_train: int | None = None,
 ) -> dict[str, Any]:
-    """Train on the training family (or use `trained` baselines), test on all; returns {method: report}."""
+    """Train on the training family (or use `trained` baselines), test on all; returns {method: report}.
+
+    `max_queries` / `max_train` cap the test images per generator and the training images per class."""
     from aigclab.data.mini import load_mini, mini_protocols
 
     prot = mini_protocols()["cross_generator"]
-    test = load_mini("test", compression=compression)
-    baselines = trained or train_baselines([m for m in methods if not m.startswith("ftnet")], cache_dir)
-    train = load_mini("train", generators=prot["train"])  # FTNet's support bank
+    test = _cap(load_mini("test", compression=compression), max_queries)
+    names = [m for m in methods if not m.startswith("ftnet")]
+    baselines = trained or train_baselines(names, cache_dir, max_train)
+    train = _cap(load_mini("train", generators=prot["train"]), max_train)  # FTNet's support bank
     reports = {}
     for name in methods:
         if name.startswith("ftnet"):
