@@ -196,3 +196,27 @@ def test_detect_bench_protocols_run_at_a_tiny_size(protocol: str, tmp_path: Path
     else:
         rep = json.loads((tmp_path / "cross-ftnet-tiny.json").read_text())
         assert len(rep["per_generator"]) == 7
+
+
+DEMO = Path(__file__).resolve().parents[1] / "examples" / "demo"
+
+
+@pytest.fixture(scope="module")
+def default_det():  # type: ignore[no-untyped-def]
+    from aigclab.detect.default import default_detector
+
+    return default_detector()
+
+
+def test_shipped_default_ranks_demo_fakes_above_reals(default_det) -> None:  # type: ignore[no-untyped-def]
+    from PIL import Image
+
+    files = sorted(DEMO.glob("*.png"))
+    images = np.stack([np.asarray(Image.open(f).convert("RGB")) for f in files])
+    labels = np.array([f.name.startswith("fake") for f in files])
+    probs = default_det.score(images)
+    pairs = probs[labels][:, None] > probs[~labels][None, :]
+    assert pairs.mean() >= 0.75, dict(zip([f.name for f in files], probs.round(3), strict=True))
+    assert 0 < default_det.threshold < 1 and default_det.uncertain >= 0  # calibrated held-out, saved
+    verdicts = default_det.verdicts(probs)
+    assert set(verdicts) <= {"real", "fake", "uncertain"}

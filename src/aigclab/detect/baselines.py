@@ -1,7 +1,11 @@
-"""Strong baselines behind the detector API: UnivFD, CNNDetection and NPR.
+"""Strong baselines behind the detector API: UnivFD, a DPGNet-style probe, CNNDetection and NPR.
 
 - ``univfd-tiny``: a linear probe (logistic regression) on frozen, L2-normalised backbone features
-  (UnivFD, CVPR 2023, probes CLIP ViT-L/14; ``univfd-clip-l14`` does that with local weights).
+  (UnivFD, CVPR 2023, probes CLIP ViT-L/14; ``univfd-clip-l14`` does that with local weights). It reads
+  the same generic pretrained feature as FTNet's default (mobilenetv2-nsfwjs block6 at 96 px), not a
+  network trained on AIGC-Mini.
+- ``dpgnet-lite``: the same probe plus DPGNet-style pseudo-labels on unlabelled images (see
+  `LinearProbe`), on the same feature.
 - ``cnndet-tiny``: a CNN trained from scratch on pixels with blur + JPEG augmentation (CNNDetection,
   CVPR 2020). Their blur sigma in [0, 3] is for 256-pixel crops; on 32-pixel patches we scale it to
   [0, 1] (configurable).

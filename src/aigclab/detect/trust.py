@@ -37,7 +37,16 @@ def _probs(bank: SupportBank, feats: np.ndarray, beta: float) -> np.ndarray:
 def ablation(
     backbone: str = "mobilenetv2-nsfwjs",
     sizes: Sequence[int] = (64, 96, 128),
-    layers: Sequence[str] = ("block3", "block4", "block5", "block6", "block8", "block10"),
+    layers: Sequence[str] = (
+        "block2",
+        "block3",
+        "block4",
+        "block5",
+        "block6",
+        "block8",
+        "block10",
+        "block13",
+    ),
     betas: Sequence[float] = (4.0, 15.0, 50.0),
     centers: Sequence[str] = ("none", "support"),
     k: int = 4,
@@ -123,12 +132,10 @@ def ablation(
 
 VARIANTS: dict[str, tuple[float, int | None]] = {  # name: (resize factor, JPEG quality)
     "original": (1.0, None),
-    "jpeg90": (1.0, 90),
     "jpeg75": (1.0, 75),
     "jpeg50": (1.0, 50),
     "resize0.5": (0.5, None),
     "resize0.5+jpeg75": (0.5, 75),
-    "resize0.25": (0.25, None),
 }
 
 
