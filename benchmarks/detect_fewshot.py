@@ -11,6 +11,7 @@ reports with ROC / accuracy plots under benchmarks/results/detect/). Run:
 from __future__ import annotations
 
 import argparse
+import json
 import tempfile
 import time
 from pathlib import Path
@@ -26,7 +27,7 @@ OUT = Path(__file__).parent / "results"
 DEMO = Path(__file__).resolve().parents[1] / "examples" / "demo"
 
 
-def extraction_speed(threads: int = 2) -> list[dict]:
+def extraction_speed(threads: int = 1) -> list[dict]:
     """Images/s of the backbones FTNet reads, at the input sizes they run at."""
     from aigclab.nn import create_backbone
 
@@ -154,11 +155,14 @@ def main() -> None:
     ap.add_argument(
         "--cache", default=None, help="feature cache folder to reuse (default: a new temp folder)"
     )
+    ap.add_argument("--threads", type=int, default=2, help="torch threads (1 on a crowded machine)")
+    ap.add_argument("--ablation-json", default=None, help="reuse a saved trust.ablation() result")
+    ap.add_argument("--validation-json", default=None, help="reuse a saved support_effect('validation')")
     args = ap.parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     cache = args.cache or tempfile.mkdtemp(prefix="aigclab-features-")
     t_all = time.perf_counter()
-    abl = ablation()
+    abl = json.loads(Path(args.ablation_json).read_text()) if args.ablation_json else ablation()
     t0 = time.perf_counter()
     trained = bench.train_baselines(bench.BASELINES, cache)  # once, for both protocols
     cross = bench.cross_generator(OUT / "detect", cache_dir=cache, trained=trained)
@@ -182,7 +186,11 @@ def main() -> None:
     fpr = real_photo_fpr(extra=demo)
     cal = default_detector_calibration()
     fpr["calibration"] = cal
-    validation = support_effect(split="validation", seeds=list(range(args.seeds)))
+    validation = (
+        json.loads(Path(args.validation_json).read_text())
+        if args.validation_json
+        else support_effect(split="validation", seeds=list(range(args.seeds)))
+    )
     effect = support_effect(seeds=list(range(args.seeds)))
     speed = {} if args.skip_speed else {"extraction": extraction_speed(), "query": speed_on_real_features()}
     result = {
