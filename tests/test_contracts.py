@@ -208,8 +208,8 @@ def _detector(name: str) -> None:
                 "patch_size": 32,
                 "layer": "pooled" if name.startswith("univfd") else "block1-cls",
             }
-        elif name in ("ftnet-tiny", "ftnet-t-tiny"):
-            overrides = {}  # the training-free residual-spectrum backbone
+        elif name in ("ftnet-tiny", "ftnet-t-tiny", "ftnet-spectrum-tiny", "univfd-tiny", "dpgnet-lite"):
+            overrides = {}  # training-free or shipped pretrained backbones
         elif name.startswith(("ftnet", "univfd")):
             overrides = {"backbone_kwargs": {"pretrained": False, "preset": "aigclab-tiny-test"}}
         else:

@@ -133,7 +133,9 @@ def test_cnn_baselines_learn_a_separable_toy_task(name: str, tmp_path: Path) -> 
 
 def test_linear_probe_fits_and_round_trips(tmp_path: Path) -> None:
     x, y = _toy_data(40, 0)
-    det = create_detector("univfd-tiny", backbone_kwargs=RANDOM_BACKBONE, c=100.0, layer="block2").fit(x, y)
+    det = create_detector(
+        "univfd-tiny", backbone="aigclab-tiny", backbone_kwargs=RANDOM_BACKBONE, c=100.0, layer="block2"
+    ).fit(x, y)
     xt, yt = _toy_data(20, 1)
     assert ((det.score(xt) >= 0.5) == yt).mean() >= 0.8
     det.save(tmp_path / "p.safetensors")

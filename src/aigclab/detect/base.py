@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 import torch
@@ -36,11 +37,13 @@ __all__ = [
     "create_detector",
     "list_detectors",
     "load_detector",
+    "restore_decision",
     "save_tensors",
     "to_patches",
 ]
 
 DETECTORS: Registry[Detector] = Registry("detector")
+D = TypeVar("D", bound="Detector")
 
 
 def to_patches(image: np.ndarray, size: int, max_patches: int = 64) -> np.ndarray:
@@ -71,11 +74,18 @@ _CLASSES: dict[str, type[Detector]] = {}
 class Detector:
     """Base class. Subclasses implement `_score_patches` (and `fit` / `add_support` where they learn).
 
-    Saved detectors are a safetensors file (its metadata names the class) plus the config as JSON beside it.
+    Saved detectors are a safetensors file (its metadata names the class and holds the decision threshold
+    and uncertain band) plus the config as JSON beside it.
+
+    `threshold` is the probability at or above which an image is called fake; `uncertain` is the half-width
+    of a band around it whose images are called "uncertain" instead (0 disables the band). Detectors that
+    calibrate themselves (the embedded default) set both; see `verdicts`.
     """
 
     patch_size: int = 32
     max_patches: int = 64
+    threshold: float = 0.5
+    uncertain: float = 0.0
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -93,6 +103,15 @@ class Detector:
 
     def _score_patches(self, patches: np.ndarray) -> np.ndarray:
         raise NotImplementedError
+
+    def verdicts(self, probs: np.ndarray) -> list[str]:
+        """'fake' / 'real' / 'uncertain' per probability, from `threshold` and the `uncertain` half-width."""
+        p = np.asarray(probs, dtype=np.float64).reshape(-1)
+        lo, hi = self.threshold - self.uncertain, self.threshold + self.uncertain
+        out = np.where(p >= self.threshold, "fake", "real").astype(object)
+        if self.uncertain > 0:
+            out[(p > lo) & (p < hi)] = "uncertain"
+        return [str(v) for v in out]
 
     def score(self, images: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
         """P(fake) per image; a batch array of patch-sized images is scored directly."""
@@ -113,6 +132,22 @@ def _weights_hash(module: torch.nn.Module) -> str:
     return h.hexdigest()[:16]
 
 
+def _kwargs_hash(kwargs: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(kwargs, sort_keys=True, default=str).encode()).hexdigest()[:8]
+
+
+_MEMORY: dict[str, dict[str, np.ndarray]] = {}  # extractor key -> image hash -> feature (this process)
+_MEMORY_LIMIT = 500_000  # features kept in memory over all extractors
+
+
+def _remember(key: str, hashes: Sequence[str], feats: np.ndarray) -> None:
+    if sum(len(v) for v in _MEMORY.values()) + len(hashes) > _MEMORY_LIMIT:
+        _MEMORY.clear()
+    store = _MEMORY.setdefault(key, {})
+    for h, f in zip(hashes, feats, strict=True):
+        store[h] = f
+
+
 def _extract_chunk(job: tuple[str, dict[str, Any], str, np.ndarray]) -> np.ndarray:
     """Worker for parallel extraction: build the backbone in this process, return features."""
     from aigclab.nn import create_backbone
@@ -123,7 +158,10 @@ def _extract_chunk(job: tuple[str, dict[str, Any], str, np.ndarray]) -> np.ndarr
 
 
 class FeatureExtractor:
-    """Backbone features at one layer, cached on disk by (backbone, layer, weights hash, image hash).
+    """Backbone features at one layer, cached by (backbone, layer, kwargs, weights hash, image hash).
+
+    Features are kept in this process's memory (so K-shot sweeps and repeated scoring of the same images
+    cost one forward pass) and, with `cache_dir`, on disk (so re-runs do too).
 
     Args:
         backbone: a `aigclab.nn` backbone name.
@@ -152,7 +190,8 @@ class FeatureExtractor:
         self.backbone_kwargs = dict(backbone_kwargs or {})
         self.model = create_backbone(backbone, **self.backbone_kwargs).to(device)
         self.model.check_layer(layer)
-        self.key = f"{backbone}-{layer}-{_weights_hash(self.model)}"
+        kw = _kwargs_hash(self.backbone_kwargs)
+        self.key = f"{backbone}-{layer}-{kw}-{_weights_hash(self.model)}"
         self.cache_dir = Path(cache_dir) / self.key if cache_dir is not None else None
 
     def _compute(self, images: np.ndarray) -> np.ndarray:
@@ -171,17 +210,26 @@ class FeatureExtractor:
         """(N, D) float32 features of uint8 images (N, H, W, 3)."""
         if len(images) == 0:
             raise AigclabError("FeatureExtractor got no images")
-        if self.cache_dir is None:
-            return self._compute(images)
         keys = [content_hash(img) for img in images]
-        paths = [self.cache_dir / f"{k}.npy" for k in keys]
-        missing = [i for i, p in enumerate(paths) if not p.is_file()]
+        found: dict[int, np.ndarray] = {}
+        if self.cache_dir is not None:
+            for i, k in enumerate(keys):
+                path = self.cache_dir / f"{k}.npy"
+                if path.is_file():
+                    found[i] = np.load(path)
+        memory = _MEMORY.get(self.key, {})
+        new = [i for i in range(len(keys)) if i not in found]
+        found.update({i: memory[keys[i]] for i in new if keys[i] in memory})
+        missing = [i for i in range(len(keys)) if i not in found]
         if missing:
-            feats = self._compute(images[missing])
+            found.update(zip(missing, self._compute(images[missing]).astype(np.float32), strict=True))
+        if self.cache_dir is not None and new:
             self.cache_dir.mkdir(parents=True, exist_ok=True)
-            for i, f in zip(missing, feats, strict=True):
-                np.save(paths[i], f)
-        return np.stack([np.load(p) for p in paths]).astype(np.float32)
+            for i in new:
+                np.save(self.cache_dir / f"{keys[i]}.npy", found[i])
+        feats = np.stack([found[i] for i in range(len(keys))]).astype(np.float32)
+        _remember(self.key, keys, feats)
+        return feats
 
 
 def save_tensors(det: Detector, tensors: dict[str, torch.Tensor], path: str | Path) -> None:
@@ -189,17 +237,20 @@ def save_tensors(det: Detector, tensors: dict[str, torch.Tensor], path: str | Pa
     from safetensors.torch import save_file
 
     path = Path(path)
-    save_file(
-        {k: v.contiguous() for k, v in tensors.items()},
-        path,
-        metadata={"aigclab_detector": type(det).__name__},
-    )
+    meta = {
+        "aigclab_detector": type(det).__name__,
+        "threshold": repr(float(det.threshold)),
+        "uncertain": repr(float(det.uncertain)),
+    }
+    save_file({k: v.contiguous() for k, v in tensors.items()}, path, metadata=meta)
     path.with_suffix(".json").write_text(det.config.model_dump_json(indent=2))  # type: ignore[attr-defined]
 
 
 def load_detector(path: str | Path) -> Detector:
     """Load any saved detector: the safetensors metadata names its class."""
     from safetensors import safe_open
+
+    from aigclab.detect import baselines, ftnet  # noqa: F401  (defines every saved class)
 
     path = Path(path)
     if path.suffix != ".safetensors" or not path.is_file():
@@ -209,6 +260,20 @@ def load_detector(path: str | Path) -> Detector:
     if name not in _CLASSES:
         raise AigclabError(f"{path}: no aigclab detector class in its metadata (got {name!r})")
     return _CLASSES[name].load(path)
+
+
+def restore_decision(det: D, path: str | Path) -> D:
+    """Set `threshold` and `uncertain` from a saved detector's metadata (every `load` calls this)."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as fh:
+        meta = fh.metadata() or {}
+    try:
+        det.threshold = float(meta.get("threshold", 0.5))
+        det.uncertain = float(meta.get("uncertain", 0.0))
+    except ValueError:
+        raise AigclabError(f"{path}: threshold/uncertain in its metadata are not numbers") from None
+    return det
 
 
 class FeatureConfig(Config):

@@ -1,7 +1,11 @@
-"""Strong baselines behind the detector API: UnivFD, CNNDetection and NPR.
+"""Strong baselines behind the detector API: UnivFD, a DPGNet-style probe, CNNDetection and NPR.
 
 - ``univfd-tiny``: a linear probe (logistic regression) on frozen, L2-normalised backbone features
-  (UnivFD, CVPR 2023, probes CLIP ViT-L/14; ``univfd-clip-l14`` does that with local weights).
+  (UnivFD, CVPR 2023, probes CLIP ViT-L/14; ``univfd-clip-l14`` does that with local weights). It reads
+  the same generic pretrained feature as FTNet's default (mobilenetv2-nsfwjs block6 at 96 px), not a
+  network trained on AIGC-Mini.
+- ``dpgnet-lite``: the same probe plus DPGNet-style pseudo-labels on unlabelled images (see
+  `LinearProbe`), on the same feature.
 - ``cnndet-tiny``: a CNN trained from scratch on pixels with blur + JPEG augmentation (CNNDetection,
   CVPR 2020). Their blur sigma in [0, 3] is for 256-pixel crops; on 32-pixel patches we scale it to
   [0, 1] (configurable).
@@ -23,7 +27,7 @@ from safetensors.torch import load_file
 
 from aigclab._config import Config
 from aigclab.degradations import gaussian_blur, jpeg
-from aigclab.detect.base import DETECTORS, Detector, FeatureConfig, save_tensors
+from aigclab.detect.base import DETECTORS, Detector, FeatureConfig, restore_decision, save_tensors
 from aigclab.errors import AigclabError
 
 __all__ = ["CNNConfig", "CNNDetector", "LinearProbe", "LinearProbeConfig", "npr_residual"]
@@ -31,10 +35,22 @@ __all__ = ["CNNConfig", "CNNDetector", "LinearProbe", "LinearProbeConfig", "npr_
 
 class LinearProbeConfig(FeatureConfig):
     c: float = 1.0
+    pseudo_rounds: int = 0  # > 0: DPGNet-style pseudo-labelling of unlabelled images (label -1)
+    pseudo_threshold: tuple[float, float] = (0.85, 0.7)  # confidence curriculum, first round -> last
+    pseudo_weight: float = 0.5  # sample weight of an accepted pseudo-label
+    bank_k: int = 8  # neighbours per class for the feature-bank label
 
 
 class LinearProbe(Detector):
-    """UnivFD: logistic regression on frozen features."""
+    """UnivFD: logistic regression on frozen features (optionally with DPGNet-style pseudo-labels).
+
+    With `pseudo_rounds` > 0, `fit` also uses images labelled -1 (unlabelled, e.g. from the target
+    domain): each round scores them, and keeps a pseudo-label only where the probe's confidence clears a
+    threshold falling linearly from ``pseudo_threshold[0]`` to ``[1]`` *and* the label agrees with a
+    feature-bank vote (mean cosine similarity to the `bank_k` nearest labelled features of each class),
+    DPGNet's confidence-plus-agreement filter; then it refits. DPGNet's text path and distillation need a
+    CLIP text tower and are not reproduced.
+    """
 
     def __init__(self, config: LinearProbeConfig):
         self.config = config
@@ -43,21 +59,61 @@ class LinearProbe(Detector):
         self.coef: np.ndarray | None = None
         self.intercept = 0.0
 
-    def _features(self, images: np.ndarray) -> np.ndarray:
-        f = self.extractor(images)
-        return f / np.maximum(np.linalg.norm(f, axis=1, keepdims=True), 1e-12)
+    def fit(
+        self, images: np.ndarray, labels: np.ndarray, sample_weight: np.ndarray | None = None
+    ) -> LinearProbe:
+        """Fit on labelled images (0 real, 1 fake); images labelled -1 feed the pseudo-label rounds."""
+        return self.fit_features(self.extractor(images), labels, sample_weight)
 
-    def fit(self, images: np.ndarray, labels: np.ndarray) -> LinearProbe:
+    def fit_features(
+        self, feats: np.ndarray, labels: np.ndarray, sample_weight: np.ndarray | None = None
+    ) -> LinearProbe:
+        """`fit` on precomputed extractor features."""
         from sklearn.linear_model import LogisticRegression
 
-        clf = LogisticRegression(C=self.config.c, max_iter=2000).fit(self._features(images), labels)
-        self.coef, self.intercept = clf.coef_[0].astype(np.float64), float(clf.intercept_[0])
+        feats = feats / np.maximum(np.linalg.norm(feats, axis=1, keepdims=True), 1e-12)
+        labels = np.asarray(labels)
+        weight = np.ones(len(labels)) if sample_weight is None else np.asarray(sample_weight, np.float64)
+        known = labels >= 0
+        if len(set(labels[known].tolist())) < 2:
+            raise AigclabError("the linear probe needs labelled real (0) and fake (1) images")
+
+        def refit(x: np.ndarray, y: np.ndarray, w: np.ndarray) -> None:
+            clf = LogisticRegression(C=self.config.c, max_iter=2000).fit(x, y, sample_weight=w)
+            self.coef, self.intercept = clf.coef_[0].astype(np.float64), float(clf.intercept_[0])
+
+        refit(feats[known], labels[known], weight[known])
+        unlabelled = feats[~known]
+        rounds = self.config.pseudo_rounds if len(unlabelled) else 0
+        hi, lo = self.config.pseudo_threshold
+        for r in range(rounds):
+            tau = hi + (lo - hi) * r / max(1, rounds - 1)
+            p = 1.0 / (1.0 + np.exp(-(unlabelled @ self.coef + self.intercept)))  # type: ignore[operator]
+            pred = (p >= 0.5).astype(int)
+            bank = np.stack(
+                [
+                    np.sort(unlabelled @ feats[known & (labels == c)].T, axis=1)[
+                        :, -self.config.bank_k :
+                    ].mean(1)
+                    for c in (0, 1)
+                ],
+                axis=1,
+            )
+            keep = (np.maximum(p, 1 - p) >= tau) & (bank.argmax(axis=1) == pred)
+            x = np.concatenate([feats[known], unlabelled[keep]])
+            y = np.concatenate([labels[known], pred[keep]])
+            w = np.concatenate([weight[known], np.full(int(keep.sum()), self.config.pseudo_weight)])
+            refit(x, y, w)
         return self
 
-    def _score_patches(self, patches: np.ndarray) -> np.ndarray:
+    def score_features(self, feats: np.ndarray) -> np.ndarray:
         if self.coef is None:
             raise AigclabError("the linear probe is not trained; call fit() or load() first")
-        return 1.0 / (1.0 + np.exp(-(self._features(patches) @ self.coef + self.intercept)))
+        feats = feats / np.maximum(np.linalg.norm(feats, axis=1, keepdims=True), 1e-12)
+        return 1.0 / (1.0 + np.exp(-(feats @ self.coef + self.intercept)))
+
+    def _score_patches(self, patches: np.ndarray) -> np.ndarray:
+        return self.score_features(self.extractor(patches))
 
     def save(self, path: str | Path) -> None:
         if self.coef is None:
@@ -71,7 +127,7 @@ class LinearProbe(Detector):
         det = cls(LinearProbeConfig.from_json(Path(path).with_suffix(".json")))
         state = load_file(Path(path))
         det.coef, det.intercept = state["coef"].numpy(), float(state["intercept"][0])
-        return det
+        return restore_decision(det, path)
 
 
 class CNNConfig(Config):
@@ -179,13 +235,19 @@ class CNNDetector(Detector):
         det.model.load_state_dict(load_file(Path(path)))
         det.model.eval()
         det.trained = True
-        return det
+        return restore_decision(det, path)
 
 
 @DETECTORS.register("univfd-tiny")
 def univfd_tiny(**overrides: Any) -> LinearProbe:
     """Linear probe on the embedded backbone's pooled features."""
     return LinearProbe(LinearProbeConfig.from_preset("aigclab.detect", "univfd-tiny", **overrides))
+
+
+@DETECTORS.register("dpgnet-lite")
+def dpgnet_lite(**overrides: Any) -> LinearProbe:
+    """DPGNet-style: the linear probe plus confidence-and-bank-agreement pseudo-labels on unlabelled images."""
+    return LinearProbe(LinearProbeConfig.from_preset("aigclab.detect", "dpgnet-lite", **overrides))
 
 
 @DETECTORS.register("univfd-clip-l14")

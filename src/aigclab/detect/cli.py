@@ -111,13 +111,24 @@ def bench(
     compression: str | None = typer.Option(None, help="test condition, e.g. jpeg50 or osn-wechat"),
     seeds: int = typer.Option(3, help="few-shot episode seeds"),
     cache_dir: Path | None = typer.Option(Path(".cache/features"), help="feature cache"),
+    quick: bool = typer.Option(False, help="tiny run (smoke test): few images, one seed, K=1"),
 ) -> None:
     """Run an AIGC-Mini protocol and write its report."""
     from aigclab.detect import bench as b
 
     cache = str(cache_dir) if cache_dir else None
-    if protocol == "cross-generator":
+    if protocol == "cross-generator" and quick:
+        b.cross_generator(
+            out, methods=("univfd-tiny", "ftnet-tiny"), compression=compression, cache_dir=cache,
+            max_queries=16, max_train=32,
+        )  # fmt: skip
+    elif protocol == "cross-generator":
         b.cross_generator(out, compression=compression, cache_dir=cache)
+    elif protocol == "few-shot" and quick:
+        b.few_shot(
+            out, ks=(1,), seeds=[0], finetune_k=(), cnn_k=(), baselines=("univfd-tiny",), refit_k=(1,),
+            calibration_k=1, compression=compression, cache_dir=cache, max_queries=32, max_train=64,
+        )  # fmt: skip
     elif protocol == "few-shot":
         b.few_shot(out, seeds=list(range(seeds)), compression=compression, cache_dir=cache)
     else:
