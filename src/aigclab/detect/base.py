@@ -76,6 +76,8 @@ class Detector:
 
     patch_size: int = 32
     max_patches: int = 64
+    threshold: float = 0.5  # P(fake) at or above which an image is called fake
+    uncertain: float = 0.0  # half-width of the band around the threshold reported as "uncertain"
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -93,6 +95,17 @@ class Detector:
 
     def _score_patches(self, patches: np.ndarray) -> np.ndarray:
         raise NotImplementedError
+
+    def verdicts(self, probs: np.ndarray) -> list[str]:
+        """'fake', 'real', or 'uncertain' when a probability lies within `uncertain` of `threshold`."""
+        return [
+            "uncertain"
+            if abs(p - self.threshold) < self.uncertain
+            else "fake"
+            if p >= self.threshold
+            else "real"
+            for p in np.asarray(probs, dtype=float)
+        ]
 
     def score(self, images: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
         """P(fake) per image; a batch array of patch-sized images is scored directly."""
