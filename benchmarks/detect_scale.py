@@ -169,6 +169,16 @@ def profile(folder: Path, n: int = 24) -> dict:
 def start_ray(workers: int) -> str:
     import ray
 
+    for attempt in range(3):  # a heavily loaded machine can time the node start out
+        try:
+            return _ray_init(ray, workers)
+        except Exception as err:
+            print(f"ray start attempt {attempt + 1} failed: {err}", flush=True)
+            ray.shutdown()
+    raise SystemExit("could not start a local Ray cluster")
+
+
+def _ray_init(ray, workers: int) -> str:  # type: ignore[no-untyped-def]
     ray.init(
         address="local",
         num_cpus=workers,
@@ -196,6 +206,49 @@ def resume_check(folder: Path, out: Path, workers: int) -> dict:
     }
 
 
+HOSTILE = {
+    "deflate_bomb_8000x8000_png": lambda p: Image.new("L", (8000, 8000)).save(p.with_suffix(".png")),
+    "float_tiff_8000x8000": lambda p: Image.fromarray(np.zeros((8000, 8000), np.float32)).save(
+        p.with_suffix(".tif"), compression="tiff_adobe_deflate"
+    ),
+    "cmyk_jpeg_8000x8000": lambda p: Image.new("CMYK", (8000, 8000), (10, 20, 30, 40)).save(
+        p.with_suffix(".jpg")
+    ),
+    "line_1x64000000_png": lambda p: Image.new("L", (64_000_000, 1)).save(p.with_suffix(".png")),
+    "line_1x1000000_png": lambda p: Image.new("L", (1_000_000, 1)).save(p.with_suffix(".png")),
+}
+
+_WORKER_COST = """
+import resource, sys, time
+from aigclab.detect.pipeline import FileKey, Prep, prepare
+t = time.perf_counter()
+item = prepare(FileKey(sys.argv[1], None, None), Prep(32, 64, True))
+shape = None if item.data is None else list(item.data.shape)
+print(time.perf_counter() - t, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, shape, item.note or item.error)
+"""
+
+
+def hostile(root: Path) -> dict:
+    """What one decode worker spends on each hostile file: seconds, peak RSS, what it hands on."""
+    root.mkdir(parents=True, exist_ok=True)
+    out = {}
+    for name, make in HOSTILE.items():
+        path = next(iter(root.glob(name + ".*")), None)
+        if path is None:
+            make(root / name)
+            path = next(iter(root.glob(name + ".*")))
+        proc = subprocess.run([sys.executable, "-c", _WORKER_COST, str(path)], capture_output=True, text=True)
+        secs, rss, rest = proc.stdout.split(" ", 2)
+        out[name] = {
+            "file_kb": round(path.stat().st_size / 1024, 1),
+            "seconds": round(float(secs), 2),
+            "worker_peak_rss_mb": round(float(rss), 1),
+            "result": rest.strip(),
+        }
+        print(name, out[name], flush=True)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="a trial size: 60 images at 3 MP")
@@ -211,7 +264,17 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--data", type=Path, default=Path("/tmp/aigclab_detect_scale"))
     ap.add_argument("--out", type=Path, default=RESULTS / "detect_scale.json")
+    ap.add_argument(
+        "--hostile", action="store_true", help="only measure hostile files -> detect_scale_hostile.json"
+    )
     args = ap.parse_args()
+    if args.hostile:
+        res = {
+            "per_file_in_one_decode_worker": hostile(args.data / "hostile"),
+            "load_avg": os.getloadavg()[0],
+        }
+        (RESULTS / "detect_scale_hostile.json").write_text(json.dumps(res, indent=2) + "\n")
+        return
     sizes = ["60x3"] if args.quick else args.sizes.split(",")
     ray_sizes = set(sizes if args.quick else args.ray_sizes.split(","))
     engines = args.engines.split(",")
@@ -223,40 +286,42 @@ def main() -> None:
         "workers": args.workers,
         "quick": args.quick,
     }
-    address = start_ray(args.workers) if "ray" in engines and ray_sizes & set(sizes) else None
-    for spec in sizes:
+    jobs = [(spec, "local") for spec in sizes if "local" in engines]
+    jobs += [(spec, "ray") for spec in sizes if "ray" in engines and spec in ray_sizes]  # Ray last
+    floors: dict[str, float] = {}
+    address = None
+    for spec, engine in jobs:
         n, mp = int(spec.split("x")[0]), float(spec.split("x")[1])
         folder = build_folder(args.data, n, mp, distinct=min(n, 48 if mp <= 4 else 24), workers=args.workers)
-        floor = decode_floor(folder, args.workers)
-        result["time_per_image_ms_one_process"][spec] = profile(folder)
-        for engine in engines:
-            if engine == "ray" and spec not in ray_sizes:
-                continue
-            out = args.data / f"det_{spec}_{engine}.jsonl"
-            extra = ["--engine", "ray", "--address", address or ""] if engine == "ray" else []
-            load = os.getloadavg()[0]
-            r = run_cli([str(folder), "--out", str(out), "--workers", str(args.workers), *extra])
-            run = {
-                "images": n,
-                "megapixels": mp,
-                "engine": engine,
-                "img_per_s": r["img_per_s"],
-                "decode_floor_img_per_s": round(floor, 2),
-                "ratio_to_floor": round(r["img_per_s"] / floor, 3) if r["img_per_s"] else None,
-                "peak_rss_mb": r["peak_rss_mb"],
-                "rss_scope": "driver process tree" if engine == "ray" else "CLI process + decode workers",
-                "wall_s": r["wall_s"],
-                "rc": r["rc"],
-                "load_avg_1min_before": round(load, 2),
-                "load_avg_1min_after": round(os.getloadavg()[0], 2),
-            }
-            same = (n, mp, engine)
-            result["runs"] = [
-                x for x in result["runs"] if (x["images"], x["megapixels"], x["engine"]) != same
-            ]
-            result["runs"].append(run)
-            print(json.dumps(run), flush=True)
-            save(result, args.out)
+        if spec not in floors:
+            floors[spec] = decode_floor(folder, args.workers)
+            result["time_per_image_ms_one_process"][spec] = profile(folder)
+        floor = floors[spec]
+        if engine == "ray" and address is None:
+            address = start_ray(args.workers)
+        out = args.data / f"det_{spec}_{engine}.jsonl"
+        extra = ["--engine", "ray", "--address", address or ""] if engine == "ray" else []
+        load = os.getloadavg()[0]
+        r = run_cli([str(folder), "--out", str(out), "--workers", str(args.workers), *extra])
+        run = {
+            "images": n,
+            "megapixels": mp,
+            "engine": engine,
+            "img_per_s": r["img_per_s"],
+            "decode_floor_img_per_s": round(floor, 2),
+            "ratio_to_floor": round(r["img_per_s"] / floor, 3) if r["img_per_s"] else None,
+            "peak_rss_mb": r["peak_rss_mb"],
+            "rss_scope": "driver process tree" if engine == "ray" else "CLI process + decode workers",
+            "wall_s": r["wall_s"],
+            "rc": r["rc"],
+            "load_avg_1min_before": round(load, 2),
+            "load_avg_1min_after": round(os.getloadavg()[0], 2),
+        }
+        same = (n, mp, engine)
+        result["runs"] = [x for x in result["runs"] if (x["images"], x["megapixels"], x["engine"]) != same]
+        result["runs"].append(run)
+        print(json.dumps(run), flush=True)
+        save(result, args.out)
     res_spec = args.resume_size or sizes[0]
     if res_spec:
         n0, mp0 = int(res_spec.split("x")[0]), float(res_spec.split("x")[1])

@@ -48,6 +48,7 @@ __all__ = [
     "load_images",
     "open_regular",
     "path_problem",
+    "peek_size",
     "read_jsonl",
     "scan_images",
     "to_rgb_uint8",
@@ -151,6 +152,16 @@ def decode_image(src: str | Path | bytes, *, max_pixels: int = MAX_PIXELS) -> np
         if os.fstat(fh.fileno()).st_size == 0:
             raise ImageError(name, "empty file (0 bytes)")
         return _decode(fh, name, max_pixels)
+
+
+def peek_size(path: str | Path) -> tuple[int, int]:
+    """(width, height) from the file's header without decoding; ImageError when that fails."""
+    with open_regular(path) as fh:
+        try:
+            with Image.open(fh) as im:
+                return im.size
+        except (Image.DecompressionBombError, *_DECODE_ERRORS) as err:
+            raise ImageError(display_path(path), f"unreadable header ({type(err).__name__})") from None
 
 
 def _decode(fh: BinaryIO, name: str, max_pixels: int) -> np.ndarray:

@@ -5,7 +5,8 @@ Stages and what each holds at once:
 1. the scan (`aigclab.io.scan_images`) yields paths one by one;
 2. decode workers (a local process pool, `workers` processes) each open one file safely, decode it,
    cut the patches the detector reads and drop the pixels; at most ``2 * workers`` chunks of
-   `CHUNK` files are in flight, so at most that many decoded images exist at a time;
+   `CHUNK` files are in flight (as patches), and at most one image over `BIG_PIXELS` is decoded at
+   a time, so memory does not grow with the number of files or with workers times resolution;
 3. the main process scores `batch_size` images' patches at a time and yields their rows.
 
 With the Ray engine, cluster workers do stages 2 and 3 from the paths alone (pixels never travel)
@@ -24,8 +25,10 @@ Example:
 
 from __future__ import annotations
 
+import fcntl
 import itertools
 import os
+import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -33,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from aigclab.errors import ImageError
-from aigclab.io import decode_image
+from aigclab.io import decode_image, peek_size
 from aigclab.parallel import Engine, imap
 
 if TYPE_CHECKING:
@@ -43,6 +46,7 @@ __all__ = ["CHUNK", "FileKey", "Item", "Prep", "bound_aspect", "cut_patches", "d
 
 CHUNK = 4  # files per call to a local decode worker
 RAY_CHUNK = 16  # files per Ray task (decode and score)
+BIG_PIXELS = 16_000_000  # larger images are decoded one at a time (see `prepare`)
 
 
 @dataclass(frozen=True)
@@ -69,12 +73,13 @@ class Prep:
     patch_size: int
     max_patches: int
     cut: bool  # the detector scores through `Detector.score`'s patch grid, so workers cut patches
+    lock_path: str | None = None  # a file the workers lock to decode big images one at a time
 
     @classmethod
-    def of(cls, det: Detector) -> Prep:
+    def of(cls, det: Detector, lock_path: str | None = None) -> Prep:
         from aigclab.detect.base import Detector
 
-        return cls(det.patch_size, det.max_patches, type(det).score is Detector.score)
+        return cls(det.patch_size, det.max_patches, type(det).score is Detector.score, lock_path)
 
 
 @dataclass
@@ -121,7 +126,28 @@ def cut_patches(image: np.ndarray, size: int, max_patches: int) -> np.ndarray:
 
 
 def prepare(key: FileKey, prep: Prep) -> Item:
-    """Decode one file and turn it into the detector's input; errors become the item's reason."""
+    """Decode one file and turn it into the detector's input; errors become the item's reason.
+
+    Images over `BIG_PIXELS` are decoded one at a time across the job's workers (a file lock), so
+    peak memory holds at most one image near the pixel cap however many workers there are.
+    """
+    if prep.lock_path is None or _pixels(key.path) <= BIG_PIXELS:
+        return _prepare(key, prep)
+    with open(prep.lock_path, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _prepare(key, prep)
+
+
+def _pixels(path: str) -> int:
+    """Pixel count from the header (0 when unreadable: decoding then reports the reason)."""
+    try:
+        width, height = peek_size(path)
+    except ImageError:
+        return 0
+    return width * height
+
+
+def _prepare(key: FileKey, prep: Prep) -> Item:
     try:
         image = decode_image(key.path)
     except ImageError as err:
@@ -195,8 +221,8 @@ def detect_stream(
     batch_size: int = 64,
 ) -> Iterator[list[dict[str, Any]]]:
     """Yield the rows of `keys`, in input order, a batch at a time (about `batch_size` files each)."""
-    prep = Prep.of(det)
     if engine == "ray":
+        prep = Prep.of(det)
         yield from imap(
             score_chunk,
             _chunks(keys, RAY_CHUNK),
@@ -206,11 +232,13 @@ def detect_stream(
             address=address,
         )
         return
-    batch: list[Item] = []
-    for items in imap(prepare_chunk, _chunks(keys, CHUNK), args=(prep,), engine=engine, workers=workers):
-        batch += items
-        if len(batch) >= batch_size:
+    with tempfile.NamedTemporaryFile(prefix="aigclab-decode-", suffix=".lock") as lock:
+        prep = Prep.of(det, lock.name)
+        batch: list[Item] = []
+        for items in imap(prepare_chunk, _chunks(keys, CHUNK), args=(prep,), engine=engine, workers=workers):
+            batch += items
+            if len(batch) >= batch_size:
+                yield score_items(det, batch, prep)
+                batch = []
+        if batch:
             yield score_items(det, batch, prep)
-            batch = []
-    if batch:
-        yield score_items(det, batch, prep)
