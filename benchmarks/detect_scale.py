@@ -219,12 +219,13 @@ HOSTILE = {
 }
 
 _WORKER_COST = """
-import resource, sys, time
+import re, sys, time
 from aigclab.detect.pipeline import FileKey, Prep, prepare
 t = time.perf_counter()
 item = prepare(FileKey(sys.argv[1], None, None), Prep(32, 64, True))
 shape = None if item.data is None else list(item.data.shape)
-print(time.perf_counter() - t, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, shape, item.note or item.error)
+hwm = int(re.search(r"VmHWM:\\s+(\\d+)", open("/proc/self/status").read()).group(1)) / 1024
+print(time.perf_counter() - t, hwm, shape, item.note or item.error)
 """
 
 
@@ -256,7 +257,9 @@ def main() -> None:
     ap.add_argument("--engines", default="local,ray")
     ap.add_argument("--ray-sizes", default="1000x3", help="sizes also run with the Ray engine")
     ap.add_argument(
-        "--resume-size", default="", help="folder for the kill-and-resume check (default: first size)"
+        "--resume-size",
+        default="",
+        help="folder for the kill-and-resume check (default: first size; 'none' to skip)",
     )
     ap.add_argument(
         "--merge", action="store_true", help="keep runs of other sizes already in the results file"
@@ -279,8 +282,8 @@ def main() -> None:
     ray_sizes = set(sizes if args.quick else args.ray_sizes.split(","))
     engines = args.engines.split(",")
     result: dict = {"runs": [], "resume": None, "time_per_image_ms_one_process": {}}
-    if args.merge and args.out.is_file():
-        result = json.loads(args.out.read_text())
+    if not args.merge:
+        args.out.unlink(missing_ok=True)
     result |= {
         "machine": f"{os.cpu_count()} cores shared with other jobs (see the load averages); no GPU",
         "workers": args.workers,
@@ -323,7 +326,7 @@ def main() -> None:
         print(json.dumps(run), flush=True)
         save(result, args.out)
     res_spec = args.resume_size or sizes[0]
-    if res_spec:
+    if res_spec != "none":
         n0, mp0 = int(res_spec.split("x")[0]), float(res_spec.split("x")[1])
         res_folder = build_folder(args.data, n0, mp0, distinct=min(n0, 48), workers=args.workers)
         res_out = args.data / "resume.jsonl"
@@ -334,6 +337,16 @@ def main() -> None:
 
 
 def save(result: dict, out: Path) -> None:
+    """Write `result`, keeping runs of other sizes already in the file (invocations may overlap)."""
+    if out.is_file():
+        disk = json.loads(out.read_text())
+        mine = {(r["images"], r["megapixels"], r["engine"]) for r in result["runs"]}
+        kept = [r for r in disk["runs"] if (r["images"], r["megapixels"], r["engine"]) not in mine]
+        result["runs"] = kept + result["runs"]
+        result["resume"] = result["resume"] or disk.get("resume")
+        result["time_per_image_ms_one_process"] = (
+            disk.get("time_per_image_ms_one_process", {}) | result["time_per_image_ms_one_process"]
+        )
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     out.with_suffix(".md").write_text(markdown(result))

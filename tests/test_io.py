@@ -217,14 +217,14 @@ def test_exif_orientation_matches_pillow(orientation: int) -> None:
 @pytest.mark.parametrize("mode", ["CMYK", "F", "I;16", "P", "LA"])
 def test_strip_conversion_equals_whole_image_conversion(mode: str) -> None:
     """Images taller than one strip convert exactly as a whole-image conversion would."""
-    h = 1100  # crosses two strip boundaries
-    base = Image.fromarray(RNG.integers(0, 256, (h, 6, 3), dtype=np.uint8))
+    h, w = 1100, 2000  # strips of 524 rows: crosses two strip boundaries
+    base = Image.fromarray(RNG.integers(0, 256, (h, w, 3), dtype=np.uint8))
     if mode == "F":
-        im = Image.fromarray(RNG.random((h, 6)).astype(np.float32) * 1000.0)
+        im = Image.fromarray(RNG.random((h, w)).astype(np.float32) * 1000.0)
         want = np.clip(np.round(np.asarray(im, np.float64) / 65535.0 * 255), 0, 255).astype(np.uint8)
         want = np.repeat(want[..., None], 3, axis=2)
     elif mode == "I;16":
-        im = Image.fromarray(RNG.integers(0, 65536, (h, 6)).astype(np.uint16))
+        im = Image.fromarray(RNG.integers(0, 65536, (h, w)).astype(np.uint16))
         want = np.repeat(np.round(np.asarray(im, np.float64) / 65535 * 255).astype(np.uint8)[..., None], 3, 2)
     elif mode == "P":
         im = base.convert("P")
@@ -248,10 +248,10 @@ def test_float_tiff_decodes_within_its_memory_budget(tmp_path: Path) -> None:
     path = tmp_path / "float.tif"
     Image.fromarray(np.zeros((4000, 4000), np.float32)).save(path, compression="tiff_adobe_deflate")
     assert path.stat().st_size < 200_000
-    code = (
-        "import resource, sys; from aigclab.io import load_image; "
-        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss; img = load_image(sys.argv[1]); "
-        "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024, img.shape)"
+    code = (  # VmHWM is this process's own peak (ru_maxrss would include the parent's, kept across exec)
+        "import re, sys; from aigclab.io import load_image; "
+        "hwm = lambda: int(re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read()).group(1)); "
+        "before = hwm(); img = load_image(sys.argv[1]); print((hwm() - before) // 1024, img.shape)"
     )
     out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=120)
     grown_mb = int(out.stdout.split()[0])

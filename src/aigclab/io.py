@@ -207,7 +207,7 @@ def _orient(arr: np.ndarray, orientation: object) -> np.ndarray:
     return view(arr) if view else arr
 
 
-_STRIP_ROWS = 512  # non-RGB images convert in strips so conversion needs no full-size temporaries
+_STRIP_PIXELS = 1 << 20  # non-RGB images convert in strips of this many pixels: no full-size temporaries
 
 
 def to_rgb_uint8(im: Image.Image) -> np.ndarray:
@@ -222,8 +222,9 @@ def to_rgb_uint8(im: Image.Image) -> np.ndarray:
         high = im.getextrema()[1]
         top = 65535.0 if im.mode.startswith("I;16") or float(high) > 255 else 255.0  # type: ignore[arg-type]
     out = np.empty((im.height, im.width, 3), np.uint8)
-    for y in range(0, im.height, _STRIP_ROWS):
-        strip = im.crop((0, y, im.width, min(im.height, y + _STRIP_ROWS)))
+    rows = max(1, _STRIP_PIXELS // im.width)
+    for y in range(0, im.height, rows):
+        strip = im.crop((0, y, im.width, min(im.height, y + rows)))
         out[y : y + strip.height] = _strip_to_rgb(strip, top)
     return out
 
