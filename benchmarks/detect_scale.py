@@ -265,6 +265,9 @@ def main() -> None:
         "--merge", action="store_true", help="keep runs of other sizes already in the results file"
     )
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    ap.add_argument(
+        "--distinct", type=int, default=0, help="distinct files per size (default 48 at <= 4 MP, else 24)"
+    )
     ap.add_argument("--data", type=Path, default=Path("/tmp/aigclab_detect_scale"))
     ap.add_argument("--out", type=Path, default=RESULTS / "detect_scale.json")
     ap.add_argument(
@@ -278,7 +281,7 @@ def main() -> None:
         }
         (RESULTS / "detect_scale_hostile.json").write_text(json.dumps(res, indent=2) + "\n")
         return
-    sizes = ["60x3"] if args.quick else args.sizes.split(",")
+    sizes = ["60x3"] if args.quick else [x for x in args.sizes.split(",") if x != "none"]
     ray_sizes = set(sizes if args.quick else args.ray_sizes.split(","))
     engines = args.engines.split(",")
     result: dict = {"runs": [], "resume": None, "time_per_image_ms_one_process": {}}
@@ -295,10 +298,11 @@ def main() -> None:
     address = None
     for spec, engine in jobs:
         n, mp = int(spec.split("x")[0]), float(spec.split("x")[1])
-        folder = build_folder(args.data, n, mp, distinct=min(n, 48 if mp <= 4 else 24), workers=args.workers)
+        distinct = min(n, args.distinct or (48 if mp <= 4 else 24))
+        folder = build_folder(args.data, n, mp, distinct=distinct, workers=args.workers)
         if spec not in floors:
             floors[spec] = decode_floor(folder, args.workers)
-            result["time_per_image_ms_one_process"][spec] = profile(folder)
+            result["time_per_image_ms_one_process"][spec] = profile(folder, n=24 if mp <= 4 else 8)
         floor = floors[spec]
         if engine == "ray" and address is None:
             address = start_ray(args.workers)
@@ -328,7 +332,9 @@ def main() -> None:
     res_spec = args.resume_size or sizes[0]
     if res_spec != "none":
         n0, mp0 = int(res_spec.split("x")[0]), float(res_spec.split("x")[1])
-        res_folder = build_folder(args.data, n0, mp0, distinct=min(n0, 48), workers=args.workers)
+        res_folder = build_folder(
+            args.data, n0, mp0, distinct=min(n0, args.distinct or 48), workers=args.workers
+        )
         res_out = args.data / "resume.jsonl"
         res_out.unlink(missing_ok=True)
         result["resume"] = resume_check(res_folder, res_out, args.workers) | {"size": res_spec}

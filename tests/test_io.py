@@ -214,10 +214,11 @@ def test_exif_orientation_matches_pillow(orientation: int) -> None:
     np.testing.assert_array_equal(load_image(data), expected)
 
 
-@pytest.mark.parametrize("mode", ["CMYK", "F", "I;16", "P", "LA"])
-def test_strip_conversion_equals_whole_image_conversion(mode: str) -> None:
-    """Images taller than one strip convert exactly as a whole-image conversion would."""
-    h, w = 1100, 2000  # strips of 524 rows: crosses two strip boundaries
+@pytest.mark.parametrize(
+    ("mode", "h", "w"), [(m, 1100, 2000) for m in ("CMYK", "F", "I;16", "P", "LA")] + [("L", 1, 2_500_000)]
+)
+def test_tiled_conversion_equals_whole_image_conversion(mode: str, h: int, w: int) -> None:
+    """Images larger than one tile (1100 x 2000: strips of 524 rows; a 2.5 M pixel line) convert exactly."""
     base = Image.fromarray(RNG.integers(0, 256, (h, w, 3), dtype=np.uint8))
     if mode == "F":
         im = Image.fromarray(RNG.random((h, w)).astype(np.float32) * 1000.0)

@@ -207,13 +207,13 @@ def _orient(arr: np.ndarray, orientation: object) -> np.ndarray:
     return view(arr) if view else arr
 
 
-_STRIP_PIXELS = 1 << 20  # non-RGB images convert in strips of this many pixels: no full-size temporaries
+_STRIP_PIXELS = 1 << 20  # non-RGB images convert in tiles of this many pixels: no full-size temporaries
 
 
 def to_rgb_uint8(im: Image.Image) -> np.ndarray:
     """Convert any Pillow mode to RGB uint8; alpha is composited over white, high bit depths rescaled.
 
-    Conversion runs in strips of rows, so its memory beyond the decoded image is the output array.
+    Conversion runs in tiles, so its memory beyond the decoded image is the output array.
     """
     if im.mode == "RGB":
         return np.asarray(im, dtype=np.uint8)
@@ -222,10 +222,11 @@ def to_rgb_uint8(im: Image.Image) -> np.ndarray:
         high = im.getextrema()[1]
         top = 65535.0 if im.mode.startswith("I;16") or float(high) > 255 else 255.0  # type: ignore[arg-type]
     out = np.empty((im.height, im.width, 3), np.uint8)
-    rows = max(1, _STRIP_PIXELS // im.width)
+    rows, cols = max(1, _STRIP_PIXELS // im.width), min(im.width, _STRIP_PIXELS)
     for y in range(0, im.height, rows):
-        strip = im.crop((0, y, im.width, min(im.height, y + rows)))
-        out[y : y + strip.height] = _strip_to_rgb(strip, top)
+        for x in range(0, im.width, cols):
+            tile = im.crop((x, y, min(im.width, x + cols), min(im.height, y + rows)))
+            out[y : y + tile.height, x : x + tile.width] = _strip_to_rgb(tile, top)
     return out
 
 
