@@ -21,6 +21,7 @@ import json
 import os
 import stat
 import struct
+import sys
 import warnings
 import zlib
 from collections.abc import Iterable, Iterator
@@ -256,7 +257,9 @@ def content_hash(src: str | Path | bytes | np.ndarray) -> str:
     elif isinstance(src, bytes):
         h.update(src)
     else:
-        h.update(Path(src).read_bytes())
+        with open_regular(src, max_bytes=sys.maxsize) as fh:  # streamed: no size cap needed
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
     return h.hexdigest()[:16]
 
 
