@@ -8,7 +8,7 @@ import math
 import pytest
 
 from aigclab.errors import AigclabError
-from aigclab.parallel import map_items
+from aigclab.parallel import imap, map_items
 
 
 def square(x: int) -> int:
@@ -33,3 +33,23 @@ def test_ray_engine_gives_the_same_results() -> None:
     assert map_items(math.factorial, items, engine="ray", workers=2) == map_items(
         math.factorial, items, workers=2
     )
+
+
+def test_imap_streams_in_order_with_bounded_lookahead() -> None:
+    pulled = []
+
+    def items():  # type: ignore[no-untyped-def]
+        for i in range(100):
+            pulled.append(i)
+            yield i
+
+    stream = imap(square, items(), workers=2, inflight=4)
+    first = [next(stream) for _ in range(3)]
+    assert first == [0, 1, 4] and len(pulled) <= 3 + 4  # never reads far ahead of the consumer
+    assert first + list(stream) == [i * i for i in range(100)]
+    assert list(imap(pow, [2, 3], args=(3,), workers=1)) == [8, 27]
+
+
+def test_address_without_ray_is_a_clear_error() -> None:
+    with pytest.raises(AigclabError, match="--address needs --engine ray"):
+        list(imap(square, [1], address="10.0.0.1:6379"))

@@ -9,6 +9,7 @@ from importlib import metadata, resources
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from aigclab.errors import AigclabError
@@ -98,5 +99,5 @@ def main() -> None:
     try:
         app()
     except AigclabError as err:
-        Console(stderr=True, soft_wrap=True).print(f"[red]error:[/red] {err}", markup=True, highlight=False)
+        Console(stderr=True, soft_wrap=True).print(f"[red]error:[/red] {escape(str(err))}", highlight=False)
         sys.exit(2)

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from aigclab.errors import DataError, ImageError
-from aigclab.io import IMAGE_SUFFIXES, content_hash, load_image, read_jsonl
+from aigclab.io import IMAGE_SUFFIXES, content_hash, list_images, load_image, read_jsonl
 
 __all__ = ["ImageDataset", "ImageRecord", "load_records", "read_manifest", "scan_folder"]
 
@@ -41,21 +41,17 @@ class ImageRecord:
         return content_hash(self.path)
 
 
-def _images_below(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-
-
 def scan_folder(root: str | Path, split: str = "") -> list[ImageRecord]:
     """Records from ``root/real`` and ``root/fake/<generator>``."""
     root = Path(root)
     real, fake = root / "real", root / "fake"
     if not real.is_dir() and not fake.is_dir():
         raise DataError(f"{root}: expected a 'real/' and/or 'fake/<generator>/' folder inside")
-    records = [ImageRecord(str(p), 0, "real", split) for p in _images_below(real)] if real.is_dir() else []
+    records = [ImageRecord(str(p), 0, "real", split) for p in list_images(real)] if real.is_dir() else []
     if fake.is_dir():
         for gen_dir in sorted(d for d in fake.iterdir() if d.is_dir()):
-            records += [ImageRecord(str(p), 1, gen_dir.name, split) for p in _images_below(gen_dir)]
-        loose = [p for p in fake.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+            records += [ImageRecord(str(p), 1, gen_dir.name, split) for p in list_images(gen_dir)]
+        loose = [p for p in fake.iterdir() if not p.is_dir() and p.suffix.lower() in IMAGE_SUFFIXES]
         records += [ImageRecord(str(p), 1, "unknown", split) for p in sorted(loose)]
     return records
 

@@ -84,8 +84,8 @@ class Detector:
 
     patch_size: int = 32
     max_patches: int = 64
-    threshold: float = 0.5
-    uncertain: float = 0.0
+    threshold: float = 0.5  # P(fake) at or above which an image is called fake
+    uncertain: float = 0.0  # half-width of the band around the threshold reported as "uncertain"
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

@@ -2,18 +2,33 @@
 
 from __future__ import annotations
 
-import csv
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 import typer
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
+from rich.text import Text
 
 from aigclab._cli import RunByDefault
 from aigclab.errors import AigclabError
+from aigclab.io import display_path
+from aigclab.parallel import Engine
+
+if TYPE_CHECKING:
+    from aigclab.detect.base import Detector
+    from aigclab.detect.outputs import ResultsFile
+    from aigclab.detect.pipeline import FileKey
 
 app = typer.Typer(cls=RunByDefault, no_args_is_help=True)
 console = Console()
+
+
+TABLE_ROWS = 40  # past this many files `--table auto` prints a summary instead of a row per file
 
 
 @app.command()
@@ -24,43 +39,199 @@ def run(
         "default", help="'default' (FTNet + embedded support bank) or a trained detector file (.safetensors)"
     ),
     out: Path = typer.Option(Path("detections.jsonl"), help="results as JSONL; a CSV is written beside it"),
-    threshold: float = typer.Option(0.5, help="probability at or above which an image is called fake"),
+    threshold: float | None = typer.Option(None, help="P(fake) at or above which an image is called fake"),
+    uncertain: float | None = typer.Option(
+        None, help="call 'uncertain' within this distance of the threshold"
+    ),
     device: str = typer.Option("cpu", help="torch device, e.g. cuda"),
-    batch_size: int = typer.Option(256, help="images scored per batch"),
-    cache_dir: Path | None = typer.Option(None, help="cache backbone features here"),
-    engine: str = typer.Option("local", help="feature extraction engine: local or ray (extra [ray])"),
+    batch_size: int = typer.Option(64, help="images scored per batch (results are flushed per batch)"),
+    cache_dir: Path | None = typer.Option(None, help="cache backbone features of the support images here"),
+    engine: str = typer.Option(
+        "local", help="local (process pool) or ray (extra [ray]; workers read the files)"
+    ),
+    address: str | None = typer.Option(
+        None, help="Ray cluster address (with --engine ray), e.g. 10.0.0.1:6379"
+    ),
+    workers: int | None = typer.Option(None, help="decode processes (local) or Ray CPUs; default: all cores"),
+    resume: bool = typer.Option(False, help="keep the rows in --out and score only files not in it yet"),
+    table: str = typer.Option(
+        "auto", help="auto: a row per file up to 40 files, else a summary; all: every row"
+    ),
 ) -> None:
     """Score images: probability of being AI-generated, verdict; bad files are skipped and reported."""
-    from aigclab.datasets import ImageDataset, scan_folder
-    from aigclab.detect.default import resolve_detector
-    from aigclab.io import iter_images, list_images, write_jsonl
+    import time
 
-    det = resolve_detector(detector, str(cache_dir) if cache_dir else None, device, engine)
+    from aigclab.detect.default import resolve_detector
+    from aigclab.detect.outputs import ResultsFile, check_out, write_csv
+    from aigclab.detect.pipeline import detect_stream, file_key
+    from aigclab.io import scan_images
+
+    if table not in ("auto", "all"):
+        raise AigclabError(f"--table {table!r}: choose auto or all")
+    csv_path = check_out(out)  # before any work, so a bad --out costs nothing
+    det = resolve_detector(detector, str(cache_dir) if cache_dir else None, device)
+    if threshold is not None:
+        det.threshold = threshold
+    if uncertain is not None:
+        det.uncertain = uncertain
     if support is not None:
-        ds = ImageDataset(scan_folder(support))
-        items = list(ds)
-        _add_support(det, items, support)
-        for path, reason in ds.skipped:
-            console.print(f"[yellow]skipped support[/yellow] {path}: {reason}")
-    files: list[Path] = []
-    for p in paths:
-        files += list_images(p) if p.is_dir() else [p]
-    skipped: list[tuple[str, str]] = []
-    rows = []
-    batch: list[tuple[str, object]] = []
-    for item in iter_images(files, skipped):
-        batch.append(item)
-        if len(batch) == batch_size:
-            rows += _score_batch(det, batch, threshold)
-            batch = []
-    rows += _score_batch(det, batch, threshold)
-    _print_table(rows, skipped)
-    write_jsonl(out, rows + [{"file": p, "skipped": reason} for p, reason in skipped])
-    with out.with_suffix(".csv").open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=["file", "probability", "verdict"])
-        writer.writeheader()
-        writer.writerows(rows)
-    console.print(f"wrote {out} and {out.with_suffix('.csv')}: {len(rows)} scored, {len(skipped)} skipped")
+        _add_support_folder(det, support)
+    results = ResultsFile(out, resume=resume)
+    already = 0
+
+    def todo() -> Iterator[FileKey]:
+        nonlocal already
+        for root in paths:
+            for path in scan_images(root):
+                key = file_key(path)
+                if key in results.done:
+                    already += 1
+                else:
+                    yield key
+
+    start, interrupted = time.perf_counter(), False
+    total = sum(1 for root in paths for _ in scan_images(root)) - len(results.done) if _live() else None
+    with _progress(total) as progress, _sigterm_as_interrupt(), _one_thread(engine == "local"):
+        task = progress.add_task("scoring", total=total)
+        try:
+            for rows in detect_stream(
+                det,
+                todo(),
+                engine=cast(Engine, engine),
+                workers=workers,
+                address=address,
+                batch_size=batch_size,
+            ):
+                results.write(rows)
+                progress.advance(task, len(rows))
+        except KeyboardInterrupt:
+            interrupted = True
+    results.close()
+    write_csv(out, csv_path)
+    _report(results, csv_path, table, already, time.perf_counter() - start, interrupted)
+    if interrupted:
+        raise typer.Exit(130)
+
+
+@contextmanager
+def _one_thread(active: bool) -> Iterator[None]:
+    """Score on one thread while the decode workers use the cores (idle BLAS threads spin and steal them)."""
+    if not active:
+        yield
+        return
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with threadpool_limits(1):
+            yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _live() -> bool:
+    return console.is_terminal
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM stops the run like Ctrl-C: rows written so far stay valid and a summary is printed."""
+
+    def handler(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _progress(total: int | None) -> Progress:
+    """A progress bar with images/s and ETA; silent when the output is not a terminal."""
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.speed:.1f} img/s" if total else ""),
+        TimeRemainingColumn(),
+        console=console,
+        disable=not _live(),
+        transient=True,
+    )
+
+
+def _report(
+    results: ResultsFile, csv_path: Path, table: str, already: int, seconds: float, interrupted: bool
+) -> None:
+    from aigclab.detect.outputs import iter_rows
+
+    n_rows = sum(results.counts.values()) + already
+    if table == "all" or n_rows <= TABLE_ROWS:
+        _print_table(iter_rows(results.path))
+    else:
+        _print_skipped(iter_rows(results.path), limit=10)
+    c = results.counts
+    scored = c["fake"] + c["real"] + c["uncertain"]
+    head = "interrupted" if interrupted else "done"
+    console.print(
+        Text(
+            f"{head}: {scored} scored ({c['fake']} fake, {c['real']} real, {c['uncertain']} uncertain), "
+            f"{c['skipped']} skipped, {already} already in the output; "
+            f"{scored / max(seconds, 1e-9):.1f} images/s"
+        ),
+        soft_wrap=True,
+    )
+    console.print(
+        Text(f"results: {display_path(results.path)} (all rows) and {display_path(csv_path)}"), soft_wrap=True
+    )
+    if interrupted:
+        console.print(Text("run the same command with --resume to score the rest"))
+
+
+def _print_table(rows: Iterator[dict]) -> None:
+    table = Table(title="aigclab detect")
+    table.add_column("file", overflow="fold")
+    table.add_column("probability")
+    table.add_column("verdict")
+    skipped = []
+    for r in rows:
+        if "skipped" in r:
+            skipped.append(r)
+            continue
+        colour = {"fake": "red", "real": "green"}.get(r["verdict"], "yellow")
+        table.add_row(Text(display_path(r["file"])), f"{r['probability']:.3f}", Text(r["verdict"], colour))
+    console.print(table)
+    _print_skipped(iter(skipped), limit=None)
+
+
+def _print_skipped(rows: Iterator[dict], limit: int | None) -> None:
+    shown = extra = 0
+    for r in rows:
+        if "skipped" not in r:
+            continue
+        if limit is not None and shown >= limit:
+            extra += 1
+            continue
+        console.print(
+            Text.assemble(("skipped ", "yellow"), f"{display_path(r['file'])}: {r['skipped']}"),
+            soft_wrap=True,
+        )
+        shown += 1
+    if extra:
+        console.print(Text(f"... and {extra} more skipped (listed in the JSONL)"))
+
+
+def _add_support_folder(det: Detector, support: Path) -> None:
+    from aigclab.datasets import ImageDataset, scan_folder
+
+    ds = ImageDataset(scan_folder(support))
+    items = list(ds)
+    _add_support(det, items, support)
+    for path, reason in ds.skipped:
+        console.print(Text.assemble(("skipped support ", "yellow"), f"{display_path(path)}: {reason}"))
 
 
 def _add_support(det, items, where: Path) -> None:  # type: ignore[no-untyped-def]
@@ -78,30 +249,6 @@ def _add_support(det, items, where: Path) -> None:  # type: ignore[no-untyped-de
         patches.append(p)
         labels += [label] * len(p)
     det.add_support(np.concatenate(patches), np.array(labels))
-
-
-def _score_batch(det, batch, threshold: float) -> list[dict]:  # type: ignore[no-untyped-def]
-    if not batch:
-        return []
-    probs = det.score([img for _, img in batch])
-    return [
-        {"file": path, "probability": round(float(p), 4), "verdict": "fake" if p >= threshold else "real"}
-        for (path, _), p in zip(batch, probs, strict=True)
-    ]
-
-
-def _print_table(rows: list[dict], skipped: list[tuple[str, str]]) -> None:
-    table = Table(title="aigclab detect")
-    for col in ("file", "probability", "verdict"):
-        table.add_column(col)
-    for r in rows[:200]:
-        colour = "red" if r["verdict"] == "fake" else "green"
-        table.add_row(r["file"], f"{r['probability']:.3f}", f"[{colour}]{r['verdict']}[/{colour}]")
-    console.print(table)
-    if len(rows) > 200:
-        console.print(f"... and {len(rows) - 200} more (see the output files)")
-    for path, reason in skipped:
-        console.print(f"[yellow]skipped[/yellow] {path}: {reason}")
 
 
 @app.command()
