@@ -28,6 +28,7 @@ REGISTRY_MODULES: tuple[str, ...] = (
     *(f"aigclab.{part}" for part in PARTS),
     "aigclab.degradations",
     "aigclab.detect.ftnet",
+    "aigclab.detect.dpgnet",
     "aigclab.detect.baselines",
     "aigclab.diffusion.baselines",
     "aigclab.diffusion.mpq",

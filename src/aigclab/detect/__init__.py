@@ -1,4 +1,4 @@
-"""Detect AI-generated images: FTNet few-shot detection and strong baselines behind one API.
+"""Detect AI-generated images: FTNet few-shot detection, DPGNet (unlabeled data) and baselines behind one API.
 
 Example:
     >>> from aigclab.detect import create_detector
@@ -25,6 +25,9 @@ __getattr__, __all__ = lazy_exports(
         "CNNDetector": "aigclab.detect.baselines",
         "LinearProbe": "aigclab.detect.baselines",
         "FTNet": "aigclab.detect.ftnet",
+        "DPGNet": "aigclab.detect.dpgnet",
+        "DPGNetConfig": "aigclab.detect.dpgnet",
+        "dpgnet": "aigclab.detect.dpgnet",
         "FTNetConfig": "aigclab.detect.ftnet",
         "default_detector": "aigclab.detect.default",
         "resolve_detector": "aigclab.detect.default",

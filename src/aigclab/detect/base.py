@@ -232,12 +232,12 @@ class FeatureConfig(Config):
 
 def create_detector(name: str, **overrides: Any) -> Detector:
     """A registered detector; `overrides` replace fields of its preset config."""
-    from aigclab.detect import baselines, ftnet  # noqa: F401  (registers every entry)
+    from aigclab.detect import baselines, dpgnet, ftnet  # noqa: F401  (registers every entry)
 
     return DETECTORS.create(name, **overrides)
 
 
 def list_detectors() -> list[str]:
-    from aigclab.detect import baselines, ftnet  # noqa: F401
+    from aigclab.detect import baselines, dpgnet, ftnet  # noqa: F401
 
     return DETECTORS.list()
