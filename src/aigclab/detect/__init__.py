@@ -17,6 +17,8 @@ __getattr__, __all__ = lazy_exports(
         "Detector": _BASE,
         "FeatureConfig": _BASE,
         "FeatureExtractor": _BASE,
+        "FitOnLabeled": _BASE,
+        "Trainable": _BASE,
         "create_detector": _BASE,
         "list_detectors": _BASE,
         "load_detector": _BASE,
