@@ -29,6 +29,7 @@ REGISTRY_MODULES: tuple[str, ...] = (
     "aigclab.degradations",
     "aigclab.detect.ftnet",
     "aigclab.detect.baselines",
+    "aigclab.detect.plada",
     "aigclab.diffusion.baselines",
     "aigclab.diffusion.mpq",
     "aigclab.nn",

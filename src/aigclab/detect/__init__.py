@@ -27,10 +27,13 @@ __getattr__, __all__ = lazy_exports(
         "CNNDetector": "aigclab.detect.baselines",
         "LinearProbe": "aigclab.detect.baselines",
         "FTNet": "aigclab.detect.ftnet",
+        "PLADA": "aigclab.detect.plada",
+        "PLADAConfig": "aigclab.detect.plada",
         "FTNetConfig": "aigclab.detect.ftnet",
         "default_detector": "aigclab.detect.default",
         "resolve_detector": "aigclab.detect.default",
         "baselines": "aigclab.detect.baselines",
         "ftnet": "aigclab.detect.ftnet",
+        "plada": "aigclab.detect.plada",
     },
 )

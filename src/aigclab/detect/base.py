@@ -281,7 +281,7 @@ class FeatureConfig(Config):
         )
 
 
-DETECTOR_MODULES = ("aigclab.detect.baselines", "aigclab.detect.ftnet")
+DETECTOR_MODULES = ("aigclab.detect.baselines", "aigclab.detect.ftnet", "aigclab.detect.plada")
 
 
 def _import_detectors() -> None:
