@@ -127,6 +127,44 @@ def run_seed(seed: int, methods: list[str], args: argparse.Namespace) -> None:
         (CACHE / f"{m}-s{seed}.json").write_text(json.dumps(r))
 
 
+def validate_layers(
+    args: argparse.Namespace, layers: tuple[str, ...] = ("block2", "block3")
+) -> dict[str, Any]:
+    """Choose PLADA's token layer on held-out TRAIN-split images (never the test split).
+
+    The training family's train split is cut into a fit part (`n_train` per class) and a disjoint
+    validation part (400 per class); each layer's PLADA is scored there raw and under JPEG 75/50/30.
+    """
+    path = CACHE / "validation.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    split = load_mini("train", generators=mini_protocols()["cross_generator"]["train"])
+    rng = np.random.default_rng(123)
+    fit_idx, val_idx = [], []
+    for label in (0, 1):
+        idx = rng.permutation(np.flatnonzero(split.labels == label))
+        fit_idx.append(idx[: args.n_train])
+        val_idx.append(idx[-400:])
+        assert len(idx) >= args.n_train + 400, "fit and validation parts would overlap"
+    fit, val = split.subset(np.concatenate(fit_idx)), split.subset(np.concatenate(val_idx))
+    conditions = ("raw", "jpeg75", "jpeg50", "jpeg30")
+    views = {c: val.images if c == "raw" else compress(val.images, c) for c in conditions}
+    out: dict[str, Any] = {}
+    for layer in layers:
+        det = create_detector("plada-tiny", layer=layer, epochs=args.epochs)
+        det.train_on(fit, seed=0, log=log)  # type: ignore[attr-defined]
+        out[layer] = {
+            c: {k: float(binary_metrics(det.score(x), val.labels)[k]) for k in METRICS}
+            for c, x in views.items()
+        }
+        log(
+            f"validation {layer}: "
+            + ", ".join(f"{c} auc {v['auc']:.3f} acc {v['acc']:.3f}" for c, v in out[layer].items())
+        )
+    path.write_text(json.dumps(out))
+    return out
+
+
 def summarise(methods: list[str], seeds: list[int], args: argparse.Namespace) -> dict[str, Any]:
     runs = {m: [json.loads((CACHE / f"{m}-s{s}.json").read_text()) for s in seeds] for m in methods}
     out: dict[str, Any] = {"methods": {}, "robustness": {}}
@@ -235,6 +273,18 @@ def write_markdown(res: dict[str, Any], path: Path) -> None:
         markdown_table(rows, ["method", *CONDITIONS]),
     ]
     gens = list(res["methods"][methods[0]]["raw"]["per_generator"])
+    if "token_layer_validation" in res:
+        val = res["token_layer_validation"]
+        rows = [
+            {"layer": layer} | {c: f"{v[c]['auc']:.3f} / {v[c]['acc']:.3f}" for c in v}
+            for layer, v in val.items()
+        ]
+        lines += [
+            "",
+            "## Token layer choice (held-out train-split images, AUC / acc; not test data)",
+            "",
+            markdown_table(rows, ["layer", *next(iter(val.values()))]),
+        ]
     for cond in ("raw", "jpeg50"):
         rows = [
             {"method": m} | {g: res["methods"][m][cond]["per_generator"][g]["auc"] for g in gens}
@@ -263,6 +313,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--cache", type=Path, default=CACHE, help="trained models and per-seed metrics")
     parser.add_argument("--out", type=Path, default=OUT, help="results folder")
+    parser.add_argument(
+        "--validate", action="store_true", help="also compare token layers on held-out train data"
+    )
     parser.add_argument("--no-write", action="store_true", help="only fill the cache (parallel seed runs)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -270,11 +323,15 @@ def main() -> None:
     CACHE = args.cache
     CACHE.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
+    if args.validate:
+        validate_layers(args)
     for seed in args.seeds:
         run_seed(seed, args.methods, args)
     if args.no_write:
         return
     res = summarise(args.methods, args.seeds, args)
+    if args.validate or (CACHE / "validation.json").is_file():
+        res["token_layer_validation"] = validate_layers(args)
     res["setup"]["wall_seconds_last_invocation"] = round(time.perf_counter() - start, 1)
     write_json(args.out / "detect_compression.json", res)
     write_markdown(res, args.out / "detect_compression.md")
