@@ -266,8 +266,10 @@ def _backbone(name: str) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         if name == "aigclab-tiny":
             bb = create_backbone(name, pretrained=False, preset="aigclab-tiny-test")
-        elif name == "residual-spectrum":
+        elif name in ("residual-spectrum", "mobilenetv2-nsfwjs"):
             bb = create_backbone(name)
+        elif name == "inceptionv3-nsfwjs":  # its weights are fetched, not shipped
+            bb = create_backbone(name, pretrained=False)
         elif name == "timm":
             import timm
 
