@@ -202,7 +202,13 @@ def _detector(name: str) -> None:
     images = rng.integers(0, 256, (12, 32, 32, 3), dtype=np.uint8)
     labels = np.array([0, 1] * 6)
     with tempfile.TemporaryDirectory() as tmp:
-        if "clip" in name:
+        if name.startswith("plada"):  # a small transformer, one epoch
+            overrides = {"epochs": 1, "dim": 16, "depth": 1, "heads": 2, "prefix_len": 4, "compress_out": 4}
+            if "clip" in name:
+                overrides |= {"backbone_kwargs": _tiny_clip(Path(tmp)), "patch_size": 32, "layer": "block1"}
+            else:
+                overrides["backbone_kwargs"] = {"pretrained": False, "preset": "aigclab-tiny-test"}
+        elif "clip" in name:
             overrides: dict = {
                 "backbone_kwargs": _tiny_clip(Path(tmp)),
                 "patch_size": 32,
@@ -265,8 +271,10 @@ def _backbone(name: str) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         if name == "aigclab-tiny":
             bb = create_backbone(name, pretrained=False, preset="aigclab-tiny-test")
-        elif name == "residual-spectrum":
+        elif name in ("residual-spectrum", "mobilenetv2-nsfwjs"):
             bb = create_backbone(name)
+        elif name == "inceptionv3-nsfwjs":  # its weights are fetched, not shipped
+            bb = create_backbone(name, pretrained=False)
         elif name == "timm":
             import timm
 

@@ -193,3 +193,31 @@ def test_clip_text_tower_with_local_open_clip_weights(
     np.testing.assert_allclose(
         load_detector(tmp_path / "clip.safetensors").score(mini_data["x"]), scores, rtol=1e-5
     )
+
+
+def test_aigclab_detect_train_with_an_unlabeled_folder(
+    mini_data: dict[str, np.ndarray], tmp_path: Path
+) -> None:
+    """`aigclab detect train dpgnet-tiny --labeled DIR --unlabeled DIR` then `aigclab detect --detector`."""
+    for name, imgs in (("real", mini_data["x"][:12]), ("fake/dcgan", mini_data["x"][24:36])):
+        (tmp_path / "lab" / name).mkdir(parents=True)
+        for i, img in enumerate(imgs):
+            Image.fromarray(img).save(tmp_path / "lab" / name / f"{i}.png")
+    (tmp_path / "unl").mkdir()
+    for i, img in enumerate(mini_data["unlabeled"][::4]):
+        Image.fromarray(img).save(tmp_path / "unl" / f"{i}.png")
+    (tmp_path / "unl" / "broken.png").write_bytes(b"not an image")
+    model = tmp_path / "m.safetensors"
+    runner = CliRunner()
+    args = ["detect", "train", "dpgnet-tiny", "--labeled", str(tmp_path / "lab"), "--unlabeled",
+            str(tmp_path / "unl"), "--out", str(model), "--set", "epochs=2", "--set", "batch_labeled=8"]  # fmt: skip
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "broken.png" in result.output and "kept_share" in result.output
+    out = tmp_path / "res.jsonl"
+    result = runner.invoke(
+        app, ["detect", str(tmp_path / "unl"), "--detector", str(model), "--out", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(x) for x in out.read_text().splitlines()]
+    assert sum("probability" in r for r in rows) == 12 and sum("skipped" in r for r in rows) == 1

@@ -23,7 +23,8 @@ def _save(module: torch.nn.Module, path: Path) -> Path:
 
 
 def test_registry_lists_the_backbones():
-    assert list_backbones() == ["aigclab-tiny", "open-clip", "residual-spectrum", "timm"]
+    assert list_backbones() == [
+        "aigclab-tiny", "inceptionv3-nsfwjs", "mobilenetv2-nsfwjs", "open-clip", "residual-spectrum", "timm"]  # fmt: skip
 
 
 def test_residual_spectrum_is_zero_free_of_structure_and_sees_checkerboards():

@@ -21,6 +21,7 @@ PARTS: dict[str, str] = {
     "augment": "X-ray baggage simulator, Background Mixup and detector training with mAP",
     "gamegym": "V-GameGym harness: curate, generate, sandboxed runs, scoring and leaderboard",
     "diffusion": "low-bit diffusion quantization (MPQ-DM and baselines), sampling and FID",
+    "models": "fetch pretrained backbones from package registries (nsfwjs) into the user's cache",
 }
 
 # Modules whose import fills the registries (`aigclab info` and the contract test import them all).
@@ -30,6 +31,7 @@ REGISTRY_MODULES: tuple[str, ...] = (
     "aigclab.detect.ftnet",
     "aigclab.detect.dpgnet",
     "aigclab.detect.baselines",
+    "aigclab.detect.plada",
     "aigclab.diffusion.baselines",
     "aigclab.diffusion.mpq",
     "aigclab.nn",

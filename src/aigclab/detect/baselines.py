@@ -23,7 +23,7 @@ from safetensors.torch import load_file
 
 from aigclab._config import Config
 from aigclab.degradations import gaussian_blur, jpeg
-from aigclab.detect.base import DETECTORS, Detector, FeatureConfig, save_tensors
+from aigclab.detect.base import DETECTORS, Detector, FeatureConfig, FitOnLabeled, save_tensors
 from aigclab.errors import AigclabError
 
 __all__ = ["CNNConfig", "CNNDetector", "LinearProbe", "LinearProbeConfig", "npr_residual"]
@@ -33,7 +33,7 @@ class LinearProbeConfig(FeatureConfig):
     c: float = 1.0
 
 
-class LinearProbe(Detector):
+class LinearProbe(FitOnLabeled, Detector):
     """UnivFD: logistic regression on frozen features."""
 
     def __init__(self, config: LinearProbeConfig):
@@ -103,7 +103,7 @@ def _augment(img: np.ndarray, cfg: CNNConfig, rng: np.random.Generator) -> np.nd
     return img
 
 
-class CNNDetector(Detector):
+class CNNDetector(FitOnLabeled, Detector):
     """A TinyCNN classifier on pixels (CNNDetection) or on NPR residuals (NPR)."""
 
     def __init__(self, config: CNNConfig):

@@ -43,7 +43,7 @@ import math
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
@@ -55,6 +55,9 @@ from torch import nn
 from aigclab._config import Config
 from aigclab.detect.base import DETECTORS, Detector, save_tensors
 from aigclab.errors import AigclabError, ConfigError
+
+if TYPE_CHECKING:
+    from aigclab.data.mini import MiniSplit
 
 __all__ = [
     "DPGNet",
@@ -352,6 +355,27 @@ class DPGNet(Detector):
         self.model.eval()
         return history
 
+    def train_on(
+        self,
+        labeled: MiniSplit,
+        unlabeled: MiniSplit | None = None,
+        *,
+        seed: int = 0,
+        log: Callable[[str], None] = print,
+    ) -> dict[str, Any]:
+        """`Trainable` protocol (``aigclab detect train dpgnet-tiny --unlabeled DIR``): `adapt`, summarised."""
+        if seed != self.config.seed:  # the training randomness follows `seed`; the init used config.seed
+            self.config = self.config.model_copy(update={"seed": seed})
+        pool = unlabeled.images if unlabeled is not None else None
+        history = self.adapt(labeled.images, labeled.labels, pool, log=log)
+        last = history["epochs"][-1]
+        return {
+            "labeled": len(labeled),
+            "unlabeled": 0 if unlabeled is None else len(unlabeled),
+            "kept_share": [round(r["kept_share"], 3) for r in history["epochs"] if "kept_share" in r],
+            "final_loss": last["loss"],
+        }
+
     def _teacher(self) -> nn.Module:
         """A frozen copy of the image path (backbone + head) as it is now."""
 
@@ -424,5 +448,5 @@ def _variant(preset: str):  # type: ignore[no-untyped-def]
     return build
 
 
-for _preset in ("dpgnet-tiny", "dpgnet-clip-l14"):
+for _preset in ("dpgnet-tiny", "dpgnet-mobilenetv2", "dpgnet-clip-l14"):
     DETECTORS.register(_preset)(_variant(_preset))

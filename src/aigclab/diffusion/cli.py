@@ -104,7 +104,9 @@ def fid(
     n: int = typer.Option(256, help="generated samples"),
     steps: int = typer.Option(20, help="DDIM steps"),
     features: str = typer.Option(
-        "random-cnn", help="random-cnn, backbone:<name>[:layer] or inception:<file>"
+        "random-cnn",
+        help="random-cnn, backbone:<name>[:layer], inception-nsfwjs[:size] (not the standard FID network; "
+        "`aigclab models fetch nsfwjs`) or inception:<file>",
     ),
     weights: Path | None = typer.Option(None, help="folder with zoo weights"),
     seed: int = typer.Option(0),

@@ -7,6 +7,11 @@ Feature networks (`feature_net(spec)`):
   network exists (Naeem et al., ICML 2020); the numbers compare models against each other on this
   machine only, never with published FIDs.
 - ``backbone:<name>[:<layer>]``: a backbone of `aigclab.nn`, e.g. ``backbone:aigclab-tiny:pooled``.
+- ``inception-nsfwjs[:<size>]``: pool features (2048) of nsfwjs's InceptionV3 (`aigclab.nn.nsfwjs`;
+  weights from ``aigclab models fetch nsfwjs``), images resized to `size` (default 299) as FID does.
+  A trained network, so closer to FID's intent than ``random-cnn``, but it is NOT the standard FID
+  network: it was fine-tuned for content classification after ImageNet, so its numbers are internal
+  and not comparable with papers.
 - ``inception:<path>``: the standard FID Inception-v3 with weights from a local file (needs the
   ``torch-fidelity`` package); the only choice whose numbers mean the same as published FIDs.
 
@@ -97,6 +102,17 @@ def _backbone(name: str, layer: str) -> FeatureNet:
     return FeatureNet(fn, probe.shape[1], f"backbone:{name}:{layer}")
 
 
+def _inception_nsfwjs(size: int) -> FeatureNet:
+    from aigclab.nn import create_backbone
+
+    bb = create_backbone("inceptionv3-nsfwjs", input_size=size)
+
+    def fn(images: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(bb.features(images.permute(0, 2, 3, 1).contiguous().numpy(), "pooled"))
+
+    return FeatureNet(fn, 2048, f"inception-nsfwjs:{size}")
+
+
 def _inception(path: str) -> FeatureNet:
     try:
         from torchmetrics.image.fid import NoTrainInceptionV3
@@ -119,10 +135,15 @@ def feature_net(spec: str = "random-cnn") -> FeatureNet:
     if kind == "backbone":
         name, _, layer = rest.partition(":")
         return _backbone(name or "aigclab-tiny", layer or "pooled")
+    if kind == "inception-nsfwjs":
+        if rest and not rest.isdigit():
+            raise AigclabError(f"feature network {spec!r}: the size must be a whole number of pixels")
+        return _inception_nsfwjs(int(rest or 299))
     if kind == "inception" and rest:
         return _inception(rest)
     raise AigclabError(
-        f"unknown feature network {spec!r}; use random-cnn[:seed], backbone:<name>[:layer] or inception:<weights>"
+        f"unknown feature network {spec!r}; use random-cnn[:seed], backbone:<name>[:layer], "
+        "inception-nsfwjs[:size] or inception:<weights>"
     )
 
 

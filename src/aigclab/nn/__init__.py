@@ -3,10 +3,10 @@
 Example:
     >>> from aigclab.nn import create_backbone, list_backbones
     >>> list_backbones()
-    ['aigclab-tiny', 'open-clip', 'residual-spectrum', 'timm']
+    ['aigclab-tiny', 'inceptionv3-nsfwjs', 'mobilenetv2-nsfwjs', 'open-clip', 'residual-spectrum', 'timm']
 """
 
-from aigclab.nn import adapters, spectrum, tiny
+from aigclab.nn import adapters, nsfwjs, spectrum, tiny
 from aigclab.nn.backbones import BACKBONES, Backbone, create_backbone, list_backbones, load_local_weights
 from aigclab.nn.tiny import TinyCNN, TinyConfig, train_tiny
 
@@ -19,6 +19,7 @@ __all__ = [
     "create_backbone",
     "list_backbones",
     "load_local_weights",
+    "nsfwjs",
     "spectrum",
     "tiny",
     "train_tiny",
