@@ -15,7 +15,7 @@ Also recorded: pseudo-label precision and kept share per epoch (measured with th
 source-domain (`dcgan`) accuracy after the labeled phase and at the end (forgetting). Run:
 
     python benchmarks/detect_unlabeled.py                 # 3 seeds, resumes from the partial file
-    python benchmarks/detect_unlabeled.py --seeds 2 --detector dpgnet-mobilenetv2  # adds a backbone
+    python benchmarks/detect_unlabeled.py --seeds 2 --detector dpgnet-cnn-tiny  # adds a backbone
 """
 
 from __future__ import annotations
@@ -130,7 +130,7 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
 
 
 def _det(run: dict[str, Any]) -> str:
-    return str(run.get("detector", "dpgnet-tiny"))
+    return str(run["detector"])
 
 
 def summarise(runs: list[dict[str, Any]], data: dict[str, Any]) -> dict[str, Any]:

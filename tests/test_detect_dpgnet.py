@@ -104,11 +104,12 @@ def test_only_prompts_projection_heads_and_norms_train(trained: tuple) -> None:
     )
     text_encoder = [k for k in before if k.startswith("text.encoder.")]
     assert len(text_encoder) > 50 and not changed & set(text_encoder)  # MiniLM frozen
-    convs = [k for k in before if k.startswith("backbone.") and k.endswith(".0.weight")]
-    assert convs and not changed & set(convs)  # conv weights frozen
+    convs = {f"{n}.weight" for n, m in modules.items() if isinstance(m, torch.nn.Conv2d)}
+    norms = {f"{n}.weight" for n, m in modules.items() if isinstance(m, torch.nn.BatchNorm2d)}
+    assert convs and not changed & convs  # conv weights frozen
     assert {"text.ctx", "text_proj.weight", "classifier.2.weight"} <= changed
     assert any(k.startswith("backbone.") and k.endswith("running_mean") for k in changed)
-    assert any(k.startswith("backbone.") and k.endswith(".1.weight") for k in changed)  # BN affine
+    assert changed & norms  # BN affine parameters trained
     adapt = history["epochs"][1]
     assert adapt["phase"] == "adapt" and adapt["seen"] == 3 * 16
     assert len(adapt["pseudo_index"]) == len(adapt["pseudo_label"]) <= adapt["seen"]

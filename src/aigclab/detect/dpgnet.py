@@ -18,6 +18,11 @@ ones (the target domain) with three parts:
    as a teacher; images mixed between domains (source and target, lambda ~ Beta(a, a), a ~ U(0.5, 2))
    must keep the teacher's features (squared distance of normalised features), against forgetting.
 
+Presets: ``dpgnet-tiny`` (the embedded default: the shipped nsfwjs MobileNetV2, BatchNorms tuned, its
+``block12`` features at the 32-pixel patch size), ``dpgnet-cnn-tiny`` (the embedded AIGC-Mini CNN, which
+was itself trained on the source family), ``dpgnet-clip-l14`` (local CLIP weights, LayerNorms tuned, CLIP's
+text encoder).
+
 Loss: labeled phase ``w0_cls * CE_cls + w0_aux * CE_text``; adaptation epochs ``w_cls * CE_cls +
 w_aux * CE_text + w_pseudo * L_pseudo + w_distill * L_distill`` (weights in the preset, as released).
 
@@ -83,10 +88,10 @@ class LossWeights(Config):
 
 
 class DPGNetConfig(Config):
-    backbone: str = "aigclab-tiny"
+    backbone: str = "mobilenetv2-nsfwjs"
     backbone_kwargs: dict[str, Any] = Field(default_factory=dict)
     weights: str | None = None  # local weights of a pretrained backbone (merged into backbone_kwargs)
-    layer: str = "pooled"
+    layer: str = "block12"
     patch_size: int = 32
     device: str = "cpu"
     text: Literal["minilm", "clip"] = "minilm"  # "clip": the open_clip text tower of backbone_kwargs
@@ -448,5 +453,5 @@ def _variant(preset: str):  # type: ignore[no-untyped-def]
     return build
 
 
-for _preset in ("dpgnet-tiny", "dpgnet-mobilenetv2", "dpgnet-clip-l14"):
+for _preset in ("dpgnet-tiny", "dpgnet-cnn-tiny", "dpgnet-clip-l14"):
     DETECTORS.register(_preset)(_variant(_preset))
