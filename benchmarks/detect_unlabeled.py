@@ -255,7 +255,15 @@ def main() -> None:
             with PARTIAL.open("a") as fh:
                 fh.write(json.dumps(run) + "\n")
     detectors = sorted({_det(r) for r in done})
-    by_det = {d: [r for r in done if _det(r) == d] for d in detectors}
+    complete = {  # seeds with every method run, per detector (an interrupted seed is left out)
+        (_det(r), r["seed"])
+        for r in done
+        if all(
+            any(_det(q) == _det(r) and q["seed"] == r["seed"] and q["method"] == m for q in done)
+            for m in METHODS
+        )
+    }
+    by_det = {d: [r for r in done if _det(r) == d and (d, r["seed"]) in complete] for d in detectors}
     seeds_by = {d: sorted({r["seed"] for r in rs}) for d, rs in by_det.items()}
     result = {
         "protocol": {
@@ -274,7 +282,8 @@ def main() -> None:
         "setup": (
             f"CPU, {args.threads} thread(s), machine shared with other jobs "
             f"({platform.processor() or platform.machine()}, {os.cpu_count()} cores); "
-            f"wall time of this invocation {time.perf_counter() - start:.0f}s (resumed runs not counted)"
+            f"training wall time summed over runs {sum(r['train_seconds'] for r in done):.0f}s (this "
+            f"invocation {time.perf_counter() - start:.0f}s; earlier runs resumed from the partial file)"
         ),
     }
     write_json(OUT / "detect_unlabeled.json", result)
