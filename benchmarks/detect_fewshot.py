@@ -248,8 +248,7 @@ def write_markdown(result: dict) -> None:
         "## Methods (AUC per unseen generator, mean±std over seeds)",
         "",
         "Baselines get the same supports: zero-shot rows choose their threshold on the 4-shot supports; "
-        "`univfd-tiny-refit-Kshot` refits the probe with the K-shot supports; `dpgnet-lite-Kshot` also "
-        "pseudo-labels unlabelled train images of the unseen families. `calibrated acc` = accuracy at a "
+        "`univfd-tiny-refit-Kshot` refits the probe with the K-shot supports. `calibrated acc` = accuracy at a "
         "threshold chosen on the supports (cross-fitted for methods that learn from them).",
         "",
         markdown_table(rows, ["method", "K", *gens, "mean AUC", "mean AP", "calibrated acc", "acc@0.5"]),

@@ -166,7 +166,7 @@ def test_registry_entry_honours_contract(kind: str, name: str) -> None:
     CONTRACTS[kind](name)
 
 
-def _tiny_clip(tmp: Path) -> dict:
+def _tiny_clip(tmp: Path, vocab: int = 100, context: int = 8) -> dict:
     """Weights and config of a tiny open_clip model, made here, standing in for ViT-L/14."""
     import json
 
@@ -177,7 +177,7 @@ def _tiny_clip(tmp: Path) -> dict:
     cfg = {
         "embed_dim": 16,
         "vision_cfg": {"image_size": 32, "layers": 2, "width": 32, "patch_size": 8, "head_width": 16},
-        "text_cfg": {"context_length": 8, "vocab_size": 100, "width": 16, "heads": 2, "layers": 1},
+        "text_cfg": {"context_length": context, "vocab_size": vocab, "width": 16, "heads": 2, "layers": 1},
     }
     (tmp / "contract-clip.json").write_text(json.dumps(cfg))
     open_clip.add_model_config(tmp / "contract-clip.json")
@@ -202,13 +202,19 @@ def _detector(name: str) -> None:
     images = rng.integers(0, 256, (12, 32, 32, 3), dtype=np.uint8)
     labels = np.array([0, 1] * 6)
     with tempfile.TemporaryDirectory() as tmp:
-        if "clip" in name:
+        if name.startswith("plada"):  # a small transformer, one epoch
+            overrides = {"epochs": 1, "dim": 16, "depth": 1, "heads": 2, "prefix_len": 4, "compress_out": 4}
+            if "clip" in name:
+                overrides |= {"backbone_kwargs": _tiny_clip(Path(tmp)), "patch_size": 32, "layer": "block1"}
+            else:
+                overrides["backbone_kwargs"] = {"pretrained": False, "preset": "aigclab-tiny-test"}
+        elif "clip" in name:
             overrides: dict = {
                 "backbone_kwargs": _tiny_clip(Path(tmp)),
                 "patch_size": 32,
                 "layer": "pooled" if name.startswith("univfd") else "block1-cls",
             }
-        elif name in ("ftnet-tiny", "ftnet-t-tiny", "ftnet-spectrum-tiny", "univfd-tiny", "dpgnet-lite"):
+        elif name in ("ftnet-tiny", "ftnet-t-tiny", "ftnet-spectrum-tiny", "univfd-tiny"):
             overrides = {}  # training-free or shipped pretrained backbones
         elif name.startswith(("ftnet", "univfd")):
             overrides = {"backbone_kwargs": {"pretrained": False, "preset": "aigclab-tiny-test"}}
@@ -216,6 +222,11 @@ def _detector(name: str) -> None:
             overrides = {"epochs": 1, "channels": (8, 8, 16, 16)}
         if "ftnet-t" in name:
             overrides["finetune_epochs"] = 2
+        if name.startswith("dpgnet"):  # a short labeled run; the CLIP text tower needs CLIP's vocabulary
+            overrides = {"epochs": 1, "batch_labeled": 6}
+            if "clip" in name:
+                clip = _tiny_clip(Path(tmp), vocab=49408, context=16)
+                overrides |= {"backbone_kwargs": clip, "layer": "block1", "patch_size": 32, "embed_dim": 16}
         det = create_detector(name, **overrides)
         det = det.add_support(images, labels) if name.startswith("ftnet") else det.fit(images, labels)
         scores = det.score(images)

@@ -1,4 +1,4 @@
-"""Detect AI-generated images: FTNet few-shot detection and strong baselines behind one API.
+"""Detect AI-generated images: FTNet few-shot detection, DPGNet (unlabeled data) and baselines behind one API.
 
 Example:
     >>> from aigclab.detect import create_detector
@@ -17,6 +17,8 @@ __getattr__, __all__ = lazy_exports(
         "Detector": _BASE,
         "FeatureConfig": _BASE,
         "FeatureExtractor": _BASE,
+        "FitOnLabeled": _BASE,
+        "Trainable": _BASE,
         "create_detector": _BASE,
         "list_detectors": _BASE,
         "load_detector": _BASE,
@@ -25,10 +27,16 @@ __getattr__, __all__ = lazy_exports(
         "CNNDetector": "aigclab.detect.baselines",
         "LinearProbe": "aigclab.detect.baselines",
         "FTNet": "aigclab.detect.ftnet",
+        "DPGNet": "aigclab.detect.dpgnet",
+        "DPGNetConfig": "aigclab.detect.dpgnet",
+        "dpgnet": "aigclab.detect.dpgnet",
+        "PLADA": "aigclab.detect.plada",
+        "PLADAConfig": "aigclab.detect.plada",
         "FTNetConfig": "aigclab.detect.ftnet",
         "default_detector": "aigclab.detect.default",
         "resolve_detector": "aigclab.detect.default",
         "baselines": "aigclab.detect.baselines",
         "ftnet": "aigclab.detect.ftnet",
+        "plada": "aigclab.detect.plada",
     },
 )

@@ -15,9 +15,9 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar, runtime_checkable
 
 import numpy as np
 import torch
@@ -29,11 +29,16 @@ from aigclab.errors import AigclabError
 from aigclab.io import content_hash
 from aigclab.parallel import Engine, map_items
 
+if TYPE_CHECKING:
+    from aigclab.data.mini import MiniSplit
+
 __all__ = [
     "DETECTORS",
     "Detector",
     "FeatureConfig",
     "FeatureExtractor",
+    "FitOnLabeled",
+    "Trainable",
     "create_detector",
     "list_detectors",
     "load_detector",
@@ -122,6 +127,51 @@ class Detector:
         flat = self._score_patches(np.concatenate(patches)) if patches else np.zeros(0)
         bounds = np.cumsum([0] + [len(p) for p in patches])
         return np.array([flat[a:b].mean() for a, b in itertools.pairwise(bounds)])
+
+
+@runtime_checkable
+class Trainable(Protocol):
+    """A detector that `aigclab detect train` can train and save.
+
+    `train_on` trains in place on labelled patches (`labeled.labels`: 0 real, 1 fake) and, for detectors
+    that use them, unlabelled patches (`unlabeled.labels` all -1); detectors that take no unlabelled
+    data raise `AigclabError` when given some. `seed` drives the training randomness (the command also
+    builds the detector with it when its config has a ``seed``); `log` receives progress lines. It
+    returns a small summary (counts, final losses, seconds) that the command prints.
+    """
+
+    def train_on(
+        self,
+        labeled: MiniSplit,
+        unlabeled: MiniSplit | None = None,
+        *,
+        seed: int = 0,
+        log: Callable[[str], None] = print,
+    ) -> dict[str, Any]: ...
+
+    def save(self, path: str | Path) -> None: ...
+
+
+class FitOnLabeled:
+    """`Trainable.train_on` for supervised detectors trained by ``fit(images, labels)``."""
+
+    def train_on(
+        self,
+        labeled: MiniSplit,
+        unlabeled: MiniSplit | None = None,
+        *,
+        seed: int = 0,
+        log: Callable[[str], None] = print,
+    ) -> dict[str, Any]:
+        import time
+
+        if unlabeled is not None:
+            raise AigclabError(f"{type(self).__name__} trains on labelled data only; drop --unlabeled")
+        start = time.perf_counter()
+        self.fit(labeled.images, labeled.labels)  # type: ignore[attr-defined]
+        seconds = time.perf_counter() - start
+        log(f"{type(self).__name__}: fitted on {len(labeled)} patches in {seconds:.1f}s")
+        return {"n_train": len(labeled), "seconds": round(seconds, 2)}
 
 
 def _weights_hash(module: torch.nn.Module) -> str:
@@ -257,6 +307,7 @@ def load_detector(path: str | Path) -> Detector:
         raise AigclabError(f"{path}: not a saved detector (.safetensors file expected)")
     with safe_open(str(path), "pt") as fh:
         name = (fh.metadata() or {}).get("aigclab_detector")
+    _import_detectors()
     if name not in _CLASSES:
         raise AigclabError(f"{path}: no aigclab detector class in its metadata (got {name!r})")
     return _CLASSES[name].load(path)
@@ -295,14 +346,28 @@ class FeatureConfig(Config):
         )
 
 
+DETECTOR_MODULES = (
+    "aigclab.detect.baselines",
+    "aigclab.detect.ftnet",
+    "aigclab.detect.plada",
+    "aigclab.detect.dpgnet",
+)
+
+
+def _import_detectors() -> None:
+    """Import every detector module, which registers its entries and classes."""
+    import importlib
+
+    for module in DETECTOR_MODULES:
+        importlib.import_module(module)
+
+
 def create_detector(name: str, **overrides: Any) -> Detector:
     """A registered detector; `overrides` replace fields of its preset config."""
-    from aigclab.detect import baselines, ftnet  # noqa: F401  (registers every entry)
-
+    _import_detectors()
     return DETECTORS.create(name, **overrides)
 
 
 def list_detectors() -> list[str]:
-    from aigclab.detect import baselines, ftnet  # noqa: F401
-
+    _import_detectors()
     return DETECTORS.list()

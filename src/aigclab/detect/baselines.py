@@ -1,11 +1,9 @@
-"""Strong baselines behind the detector API: UnivFD, a DPGNet-style probe, CNNDetection and NPR.
+"""Strong baselines behind the detector API: UnivFD, CNNDetection and NPR.
 
 - ``univfd-tiny``: a linear probe (logistic regression) on frozen, L2-normalised backbone features
   (UnivFD, CVPR 2023, probes CLIP ViT-L/14; ``univfd-clip-l14`` does that with local weights). It reads
   the same generic pretrained feature as FTNet's default (mobilenetv2-nsfwjs block6 at 96 px), not a
   network trained on AIGC-Mini.
-- ``dpgnet-lite``: the same probe plus DPGNet-style pseudo-labels on unlabelled images (see
-  `LinearProbe`), on the same feature.
 - ``cnndet-tiny``: a CNN trained from scratch on pixels with blur + JPEG augmentation (CNNDetection,
   CVPR 2020). Their blur sigma in [0, 3] is for 256-pixel crops; on 32-pixel patches we scale it to
   [0, 1] (configurable).
@@ -27,7 +25,14 @@ from safetensors.torch import load_file
 
 from aigclab._config import Config
 from aigclab.degradations import gaussian_blur, jpeg
-from aigclab.detect.base import DETECTORS, Detector, FeatureConfig, restore_decision, save_tensors
+from aigclab.detect.base import (
+    DETECTORS,
+    Detector,
+    FeatureConfig,
+    FitOnLabeled,
+    restore_decision,
+    save_tensors,
+)
 from aigclab.errors import AigclabError
 
 __all__ = ["CNNConfig", "CNNDetector", "LinearProbe", "LinearProbeConfig", "npr_residual"]
@@ -35,22 +40,10 @@ __all__ = ["CNNConfig", "CNNDetector", "LinearProbe", "LinearProbeConfig", "npr_
 
 class LinearProbeConfig(FeatureConfig):
     c: float = 1.0
-    pseudo_rounds: int = 0  # > 0: DPGNet-style pseudo-labelling of unlabelled images (label -1)
-    pseudo_threshold: tuple[float, float] = (0.85, 0.7)  # confidence curriculum, first round -> last
-    pseudo_weight: float = 0.5  # sample weight of an accepted pseudo-label
-    bank_k: int = 8  # neighbours per class for the feature-bank label
 
 
-class LinearProbe(Detector):
-    """UnivFD: logistic regression on frozen features (optionally with DPGNet-style pseudo-labels).
-
-    With `pseudo_rounds` > 0, `fit` also uses images labelled -1 (unlabelled, e.g. from the target
-    domain): each round scores them, and keeps a pseudo-label only where the probe's confidence clears a
-    threshold falling linearly from ``pseudo_threshold[0]`` to ``[1]`` *and* the label agrees with a
-    feature-bank vote (mean cosine similarity to the `bank_k` nearest labelled features of each class),
-    DPGNet's confidence-plus-agreement filter; then it refits. DPGNet's text path and distillation need a
-    CLIP text tower and are not reproduced.
-    """
+class LinearProbe(FitOnLabeled, Detector):
+    """UnivFD: logistic regression on frozen features."""
 
     def __init__(self, config: LinearProbeConfig):
         self.config = config
@@ -62,7 +55,7 @@ class LinearProbe(Detector):
     def fit(
         self, images: np.ndarray, labels: np.ndarray, sample_weight: np.ndarray | None = None
     ) -> LinearProbe:
-        """Fit on labelled images (0 real, 1 fake); images labelled -1 feed the pseudo-label rounds."""
+        """Fit on labelled images (0 real, 1 fake)."""
         return self.fit_features(self.extractor(images), labels, sample_weight)
 
     def fit_features(
@@ -73,37 +66,12 @@ class LinearProbe(Detector):
 
         feats = feats / np.maximum(np.linalg.norm(feats, axis=1, keepdims=True), 1e-12)
         labels = np.asarray(labels)
-        weight = np.ones(len(labels)) if sample_weight is None else np.asarray(sample_weight, np.float64)
-        known = labels >= 0
-        if len(set(labels[known].tolist())) < 2:
+        if len(set(labels.tolist())) < 2:
             raise AigclabError("the linear probe needs labelled real (0) and fake (1) images")
-
-        def refit(x: np.ndarray, y: np.ndarray, w: np.ndarray) -> None:
-            clf = LogisticRegression(C=self.config.c, max_iter=2000).fit(x, y, sample_weight=w)
-            self.coef, self.intercept = clf.coef_[0].astype(np.float64), float(clf.intercept_[0])
-
-        refit(feats[known], labels[known], weight[known])
-        unlabelled = feats[~known]
-        rounds = self.config.pseudo_rounds if len(unlabelled) else 0
-        hi, lo = self.config.pseudo_threshold
-        for r in range(rounds):
-            tau = hi + (lo - hi) * r / max(1, rounds - 1)
-            p = 1.0 / (1.0 + np.exp(-(unlabelled @ self.coef + self.intercept)))  # type: ignore[operator]
-            pred = (p >= 0.5).astype(int)
-            bank = np.stack(
-                [
-                    np.sort(unlabelled @ feats[known & (labels == c)].T, axis=1)[
-                        :, -self.config.bank_k :
-                    ].mean(1)
-                    for c in (0, 1)
-                ],
-                axis=1,
-            )
-            keep = (np.maximum(p, 1 - p) >= tau) & (bank.argmax(axis=1) == pred)
-            x = np.concatenate([feats[known], unlabelled[keep]])
-            y = np.concatenate([labels[known], pred[keep]])
-            w = np.concatenate([weight[known], np.full(int(keep.sum()), self.config.pseudo_weight)])
-            refit(x, y, w)
+        clf = LogisticRegression(C=self.config.c, max_iter=2000).fit(
+            feats, labels, sample_weight=sample_weight
+        )
+        self.coef, self.intercept = clf.coef_[0].astype(np.float64), float(clf.intercept_[0])
         return self
 
     def score_features(self, feats: np.ndarray) -> np.ndarray:
@@ -159,7 +127,7 @@ def _augment(img: np.ndarray, cfg: CNNConfig, rng: np.random.Generator) -> np.nd
     return img
 
 
-class CNNDetector(Detector):
+class CNNDetector(FitOnLabeled, Detector):
     """A TinyCNN classifier on pixels (CNNDetection) or on NPR residuals (NPR)."""
 
     def __init__(self, config: CNNConfig):
@@ -242,12 +210,6 @@ class CNNDetector(Detector):
 def univfd_tiny(**overrides: Any) -> LinearProbe:
     """Linear probe on the embedded backbone's pooled features."""
     return LinearProbe(LinearProbeConfig.from_preset("aigclab.detect", "univfd-tiny", **overrides))
-
-
-@DETECTORS.register("dpgnet-lite")
-def dpgnet_lite(**overrides: Any) -> LinearProbe:
-    """DPGNet-style: the linear probe plus confidence-and-bank-agreement pseudo-labels on unlabelled images."""
-    return LinearProbe(LinearProbeConfig.from_preset("aigclab.detect", "dpgnet-lite", **overrides))
 
 
 @DETECTORS.register("univfd-clip-l14")

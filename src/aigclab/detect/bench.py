@@ -211,16 +211,14 @@ def few_shot(
     refit_k: Sequence[int] | None = None,
     calibration_k: int = 4,
     extra_ftnet: Sequence[tuple[str, str, int]] = (),
-    pseudo: bool = True,
     max_queries: int | None = None,
     max_train: int | None = None,
 ) -> dict[str, Any]:
     """FTNet K-shot against baselines given the same supports, on each unseen generator, over seeds.
 
     Rows: each zero-shot baseline (trained on the training family; its threshold chosen on the
-    `calibration_k`-shot supports); the UnivFD probe refitted with the supports (``univfd-tiny-refit-Kshot``)
-    and, with `pseudo`, the DPGNet-style probe (``dpgnet-lite-Kshot``: supports + unlabelled train images of
-    the unseen families); FTNet K-shot, FTNet-T, FTNet on the trained CNN, and `extra_ftnet` runs
+    `calibration_k`-shot supports); the UnivFD probe refitted with the supports (``univfd-tiny-refit-Kshot``);
+    FTNet K-shot, FTNet-T, FTNet on the trained CNN, and `extra_ftnet` runs
     ``(family, preset, k)``. Every row reports AUC, AP, accuracy at 0.5 and `calibrated_acc` (accuracy at
     a threshold chosen on that seed's supports, see `support_threshold`). `max_queries` / `max_train`
     cap the test queries per class and generator and the training images per class (quick runs).
@@ -278,13 +276,8 @@ def few_shot(
             load_mini("train", generators=prot["cross_generator"]["train"], compression=compression),
             max_train,
         )
-        unl = _unlabelled(unseen, compression, 1200 if max_train is None else max_train) if pseudo else None
         for k in refit_k:
             run(f"{probe}-refit-{k}shot", k, _refit(probe, train, supports, k, cache_dir), learns=True)
-            if unl is not None:
-                run(
-                    f"dpgnet-lite-{k}shot", k, _refit("dpgnet-lite", train, supports, k, cache_dir, unl), True
-                )
     runs = [("ftnet", "ftnet-tiny", k) for k in ks] + [("ftnet-t", "ftnet-t-tiny", k) for k in finetune_k]
     runs += [("ftnet-cnn", "ftnet-cnn-tiny", k) for k in cnn_k]  # FTNet on the trained CNN's block3
     for family, preset, k in [*runs, *extra_ftnet]:
@@ -302,21 +295,12 @@ def few_shot(
     return results
 
 
-def _unlabelled(unseen: Sequence[str], compression: str | None, n: int = 1200) -> np.ndarray:
-    """Unlabelled images for the DPGNet-style probe: up to `n` train fakes of the unseen families and `n`
-    real train patches (labels dropped)."""
-    from aigclab.data.mini import load_mini
-
-    return _cap(load_mini("train", generators=list(unseen), compression=compression), n).images
-
-
 def _refit(
     name: str,
     train: Any,
     supports: dict[tuple[int, int], _Support],
     k: int,
     cache_dir: str | None,
-    unlabelled: np.ndarray | None = None,
     support_share: float = 0.5,
 ) -> Callable[[int, np.ndarray | None], Detector]:
     """A probe fitted on the training family plus the K-shot supports (their total weight `support_share`)."""
@@ -328,10 +312,6 @@ def _refit(
         y = [train.labels, sup.labels[m]]
         w_sup = support_share / (1 - support_share) * len(train) / max(1, int(m.sum()))
         w = [np.ones(len(train)), np.full(int(m.sum()), w_sup)]
-        if unlabelled is not None:
-            x.append(unlabelled)
-            y.append(np.full(len(unlabelled), -1))
-            w.append(np.ones(len(unlabelled)))
         det = create_detector(name, cache_dir=cache_dir)
         return det.fit(np.concatenate(x), np.concatenate(y), sample_weight=np.concatenate(w))  # type: ignore[call-arg]
 

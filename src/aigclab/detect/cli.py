@@ -281,3 +281,41 @@ def bench(
     else:
         raise AigclabError(f"unknown protocol {protocol!r}; choose cross-generator or few-shot")
     console.print(f"reports written to {out}")
+
+
+@app.command()
+def train(
+    name: str = typer.Argument(..., help="a trainable registered detector, e.g. plada-tiny or cnndet-tiny"),
+    data: str = typer.Option(
+        ...,
+        "--data",
+        "--labeled",
+        help="'aigc-mini', or a folder (real/, fake/<generator>/) or CSV/JSONL manifest",
+    ),
+    out: Path = typer.Option(
+        Path("model.safetensors"), help="trained detector (.safetensors, config JSON beside)"
+    ),
+    unlabeled: Path | None = typer.Option(
+        None, help="unlabelled images, for detectors that use them (DPGNet)"
+    ),
+    seed: int = typer.Option(0, help="seed for initialisation and training"),
+    set_: list[str] = typer.Option([], "--set", help="config override key=value (JSON value), repeatable"),
+    max_patches: int = typer.Option(
+        16, help="patches cut from each training image larger than the patch size"
+    ),
+) -> None:
+    """Train a detector and save it; score images with it by `aigclab detect PATH --detector OUT`."""
+    from aigclab.detect.train import parse_overrides, train_detector
+
+    summary = train_detector(
+        name,
+        data,
+        out,
+        unlabeled=unlabeled,
+        seed=seed,
+        overrides=parse_overrides(set_),
+        max_patches=max_patches,
+        log=lambda msg: console.print(msg, highlight=False),
+    )
+    console.print(" ".join(f"{k}={v}" for k, v in summary.items()), highlight=False)
+    console.print(f"wrote {out}; use it with: aigclab detect IMAGES --detector {out}")
