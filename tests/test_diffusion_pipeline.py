@@ -142,13 +142,15 @@ def test_feature_hooks_are_removed_even_when_a_step_raises(monkeypatch: pytest.M
     monkeypatch.setattr(quantize, "trd_loss", broken)
     model = load_model("tiny")
     with pytest.raises(RuntimeError, match="boom"):
-        quantize_diffusion(model, create_quant_config("mpq-dm", w_bits=4, a_bits=8, finetune_steps=1, **TINY))
+        quantize_diffusion(
+            model, create_quant_config("trd-only", w_bits=4, a_bits=8, finetune_steps=1, **TINY)
+        )
     assert all(not m._forward_hooks for m in model.unet.modules())
 
 
 def test_paper_switches_run_linear_decay_scale_aware_rates_and_a_step_per_denoising_step() -> None:
     result = _tiny(
-        "mpq-dm", w_bits=2, a_bits=4, finetune_steps=4, keep_first=3, lr_schedule="linear",
+        "trd-only", w_bits=2, a_bits=4, finetune_steps=4, keep_first=3, lr_schedule="linear",
         lora_lr_mode="scale-aware", step_every_denoise=True, window=2,
     )  # fmt: skip
     assert len(result.losses) == 4
