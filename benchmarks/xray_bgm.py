@@ -207,6 +207,22 @@ def headline(detectors: dict[str, Any], conv: dict[str, Any], meta: dict[str, An
         n_seeds = len(next(iter(per_aug.values()))["seeds"])
         lines.append(f"- **{det}**, {steps.get(det)} steps, {n_seeds} seed(s), {state}: " + "; ".join(found))
     earlier = meta.get("earlier_unpaired")
+    all_dets = {*detectors, *(earlier or {}).get("detectors", {})}
+    missing = sorted(d for d in all_dets if d not in detectors)
+    if missing:
+        lines.append(
+            f"- **Not re-run under the paired protocol: {', '.join(missing)}** (no time on the shared machine); "
+            "its only evidence is the earlier, unconverged run below."
+        )
+    absent = [a for a in PRIMARY + SECONDARY if not any(a in per for per in detectors.values())]
+    if absent:
+        lines.append(f"- Variants implemented but not re-run here: {', '.join(absent)}.")
+    lines.append(
+        "- The training LR follows a cosine decay to zero, so every validation curve flattens near the end "
+        "of its budget; `steps_to_convergence` (first checkpoint within "
+        f"{PLATEAU} mAP50 of the best) is therefore an upper bound on what this budget allows, not proof "
+        "that longer training would not gain more."
+    )
     if earlier:
         old = [
             f"{det} {aug} {d:+.3f} mAP50 ({e['map50_wins_vs_none']})"
