@@ -133,7 +133,24 @@ def test_hflip_twice_is_identity() -> None:
 
 
 def test_registry_lists_the_baselines_and_rejects_unknown_names() -> None:
-    assert list_augmentations() == ["bgm", "bgm-log", "cutmix", "mixup", "none"]
+    assert list_augmentations() == ["bgm", "bgm-log", "bgm-self", "cutmix", "mixup", "none"]
     assert create_augmentation("bgm-log").log_space  # type: ignore[attr-defined]
     with pytest.raises(UnknownNameError, match="bgm-log"):
         create_augmentation("mosaic")
+
+
+def test_bgm_self_mixes_regions_of_the_same_scan_and_keeps_its_objects() -> None:
+    sample, other = SCANS[0], SCANS[1]
+    bgm = create_augmentation("bgm-self", p=1.0, margin=0)
+    params = bgm.sample(np.random.default_rng(3), (64, 64))
+    params = BgmParams(2, np.ones((2, 2), bool), np.full((2, 2), 0.5), params.shift)
+    out = bgm.apply(params, sample, other)
+    # the donor scan plays no part: the regions come from the sample itself
+    blank = type(other)(np.zeros_like(other.image), other.boxes, other.labels)
+    np.testing.assert_array_equal(bgm.apply(params, sample, blank).image, out.image)
+    np.testing.assert_array_equal(out.boxes, sample.boxes)
+    fg = F.box_mask((64, 64), sample.boxes)
+    np.testing.assert_array_equal(out.image[fg], sample.image[fg])
+    shifted_fg = np.roll(fg, params.shift, axis=(0, 1))
+    np.testing.assert_array_equal(out.image[shifted_fg], sample.image[shifted_fg])  # no copy of its items
+    assert np.abs(out.image.astype(int) - sample.image).mean() > 1.0

@@ -70,7 +70,10 @@ def test_cli_help_info_and_data_commands(tmp_path: Path) -> None:
 
 def test_cli_user_error_is_one_line_not_a_traceback(tmp_path: Path) -> None:
     import subprocess
+    import sys
 
-    proc = subprocess.run(["aigclab", "data", "scan", str(tmp_path)], capture_output=True, text=True)
+    # the console script's entry point, run by this interpreter (no `aigclab` on PATH needed)
+    entry = [sys.executable, "-c", "from aigclab.cli import main; main()"]
+    proc = subprocess.run([*entry, "data", "scan", str(tmp_path)], capture_output=True, text=True)
     assert proc.returncode == 2
     assert "expected a 'real/'" in proc.stderr and "Traceback" not in proc.stdout + proc.stderr

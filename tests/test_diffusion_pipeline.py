@@ -12,8 +12,10 @@ from typer.testing import CliRunner
 
 from aigclab.cli import app
 from aigclab.diffusion import (
+    QuantResult,
     create_quant_config,
     ddim_sample,
+    distillation_error,
     list_quant_methods,
     load_model,
     load_quantized,
@@ -70,6 +72,92 @@ def test_trd_trains_lora_and_activation_steps(tiny_mpq) -> None:  # type: ignore
     _, result = tiny_mpq
     lora_b = [layer.lora_b for layer in result.layers.values()]
     assert any(b.abs().sum() > 0 for b in lora_b)  # B starts at zero; training moved it
+
+
+def test_omq_is_applied_smoothing_and_the_chosen_split(tiny_mpq) -> None:  # type: ignore[no-untyped-def]
+    _, result = tiny_mpq
+    inner = {n: m for n, m in result.layers.items() if n not in ("conv_in", "conv_out")}
+    assert set(result.omq_k) == set(inner)
+    assert any(bool((layer.smooth != 1).any()) for layer in inner.values())
+    for name, layer in inner.items():  # the layer holds the split that won the search
+        bits = layer.w_quant.bits
+        assert int((bits == 3).sum()) == int((bits == 1).sum()) == result.omq_k[name]
+        errors = result.omq_errors[name]
+        assert errors[result.omq_k[name]] == min(errors.values())
+    assert any(k > 0 for k in result.omq_k.values())  # mixed precision is active somewhere
+
+
+def _tiny(method: str, **kw):  # type: ignore[no-untyped-def]
+    return quantize_diffusion(load_model("tiny"), create_quant_config(method, **{**TINY, **kw}))
+
+
+def _eps_error(model, result: QuantResult) -> float:  # type: ignore[no-untyped-def]
+    noise = torch.randn((4, *model.shape), generator=torch.Generator().manual_seed(11))
+    return distillation_error(model, result.model.unet, noise, TINY["steps"]) / float(noise.numel() / 4)
+
+
+def test_w8a8_stays_close_to_full_precision_and_w2a4_does_not() -> None:
+    model = load_model("tiny")
+    noise = torch.randn((4, *model.shape), generator=torch.Generator().manual_seed(11))
+    scale = distillation_error(model, model.unet, noise, 3)
+    assert scale == 0.0
+    w8a8 = _tiny("uniform", w_bits=8, a_bits=8)
+    w2a4 = _tiny("uniform", w_bits=2, a_bits=4)
+    e8, e2 = _eps_error(model, w8a8), _eps_error(model, w2a4)
+    # per-element squared error of the noise prediction (unit variance): W8A8 is almost exact
+    assert e8 < 1e-3 and e2 > 30 * e8
+    for layer in w8a8.layers.values():  # every activation step was calibrated, per sampling step
+        assert layer.a_quant is not None and not torch.equal(
+            layer.a_quant.scale, torch.ones_like(layer.a_quant.scale)
+        )
+
+
+def test_finetuning_lowers_the_distillation_error_on_held_out_noise() -> None:
+    model = load_model("tiny")
+    before = _tiny("efficientdm", w_bits=2, a_bits=4, finetune_steps=0)
+    after = _tiny("efficientdm", w_bits=2, a_bits=4, finetune_steps=12)
+    assert _eps_error(model, after) < 0.95 * _eps_error(model, before)  # seeded: 0.051 -> 0.046
+    mse = [step["mse"] for step in after.losses]
+    assert np.mean(mse[-4:]) < np.mean(mse[:4])
+
+
+def test_the_trd_term_reaches_the_student_in_the_pipeline() -> None:
+    """With the student's features detached (as in the released code) TRD would change nothing."""
+    with_trd = _tiny("trd-only", w_bits=2, a_bits=4, finetune_steps=2, trd_weight=1e3)
+    without = _tiny("trd-only", w_bits=2, a_bits=4, finetune_steps=2, trd=False)
+    assert all(step["trd"] > 0 for step in with_trd.losses)
+    moved = [
+        not torch.equal(a.lora_b, b.lora_b)
+        for a, b in zip(with_trd.layers.values(), without.layers.values(), strict=True)
+    ]
+    assert any(moved)
+
+
+def test_feature_hooks_are_removed_even_when_a_step_raises(monkeypatch: pytest.MonkeyPatch) -> None:
+    import aigclab.diffusion.quantize as quantize
+
+    def broken(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(quantize, "trd_loss", broken)
+    model = load_model("tiny")
+    with pytest.raises(RuntimeError, match="boom"):
+        quantize_diffusion(
+            model, create_quant_config("trd-only", w_bits=4, a_bits=8, finetune_steps=1, **TINY)
+        )
+    assert all(not m._forward_hooks for m in model.unet.modules())
+
+
+def test_paper_switches_run_linear_decay_scale_aware_rates_and_a_step_per_denoising_step() -> None:
+    result = _tiny(
+        "trd-only", w_bits=2, a_bits=4, finetune_steps=4, keep_first=3, lr_schedule="linear",
+        lora_lr_mode="scale-aware", step_every_denoise=True, window=2,
+    )  # fmt: skip
+    assert len(result.losses) == 4
+    # 3-step trajectories, window 2: TRD closes the window at step 1 and at the last step (2)
+    assert [s["trd"] > 0 for s in result.losses] == [False, True, True, False]
+    for name in ("conv_in", "time_embedding.linear_1", "time_embedding.linear_2", "conv_out"):
+        assert set(result.layers[name].w_quant.bits.tolist()) == {8}
 
 
 def test_quantized_sampling_is_deterministic_and_survives_save_load(tiny_mpq, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

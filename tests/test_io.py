@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image, ImageOps
 
+from aigclab.errors import DataError
 from aigclab.io import (
     ImageError,
     display_path,
@@ -130,7 +131,7 @@ def test_jsonl_round_trip_and_bad_line(tmp_path: Path) -> None:
     write_jsonl(path, [{"a": 1}, {"b": [1, 2]}])
     assert read_jsonl(path) == [{"a": 1}, {"b": [1, 2]}]
     path.write_text('{"a": 1}\n{oops\n')
-    with pytest.raises(Exception, match=r"rows\.jsonl:2"):
+    with pytest.raises(DataError, match=r"rows\.jsonl:2"):
         read_jsonl(path)
 
 

@@ -40,7 +40,7 @@ def train_cmd(
     out: Path = typer.Argument(..., help="output folder for model.safetensors and config.json"),
     preset: str = typer.Option("train-default", help="training preset (train-default, train-tiny)"),
     detector: str | None = typer.Option(None, help="faster-rcnn-tiny or fcos-tiny"),
-    augmentation: str | None = typer.Option(None, help="none, mixup, cutmix, bgm or bgm-log"),
+    augmentation: str | None = typer.Option(None, help="none, mixup, cutmix, bgm, bgm-log or bgm-self"),
     steps: int | None = typer.Option(None, help="training steps"),
     seed: int | None = typer.Option(None, help="training seed"),
     threads: int = typer.Option(1, help="torch CPU threads"),

@@ -28,7 +28,7 @@ from aigclab.io import load_image
 
 __all__ = ["build_dataset", "export_coco", "load_coco", "rle_encode", "simulate_split", "to_samples"]
 
-SPLIT_IDS = {"train": 0, "test": 1}
+SPLIT_IDS = {"train": 0, "test": 1, "val": 2}
 
 
 def simulate_split(cfg: XraySimConfig, n: int, seed: int, split: str) -> list[Scan]:

@@ -71,6 +71,7 @@ def background_mixup(
     log_space: bool = False,
     margin: int = 2,
     feather: int = 6,
+    donor_keep: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Mix the donor's background into `img` with per-pixel `weights`; boxes come back unchanged.
 
@@ -78,9 +79,12 @@ def background_mixup(
     never brought in, so the labels stay complete and exact. The weight ramps up over `feather` pixels
     away from those boxes, so no rectangular seam marks where the objects are. Linear mode blends intensities,
     ``(1 - w)·x + w·y``; log mode adds the donor's attenuation, ``A = A_x + w·A_y``, i.e. stacks the
-    donor's baggage in the beam (transmissions multiply).
+    donor's baggage in the beam (transmissions multiply). `donor_keep` (an ``(H, W)`` mask) replaces
+    the donor's box mask when the donor is not a plain scan (e.g. a shifted copy of `img` itself).
     """
-    keep = box_mask(img.shape[:2], boxes, margin) | box_mask(donor.shape[:2], donor_boxes, margin)
+    if donor_keep is None:
+        donor_keep = box_mask(donor.shape[:2], donor_boxes, margin)
+    keep = box_mask(img.shape[:2], boxes, margin) | donor_keep
     ramp = np.clip(ndimage.distance_transform_edt(~keep) / max(feather, 1), 0.0, 1.0) if keep.any() else 1.0
     w = (weights * ramp)[..., None].astype(np.float32)
     if log_space:

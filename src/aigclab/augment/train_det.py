@@ -163,8 +163,16 @@ def train(
     cfg: TrainConfig,
     data: Sequence[DetSample],
     log: Callable[[int, float], None] | None = None,
+    every: int = 0,
+    on_checkpoint: Callable[[int, nn.Module], None] | None = None,
 ) -> tuple[nn.Module, dict[str, float]]:
     """Train `cfg.detector` for `cfg.steps` steps on `data`; donors for mixing are other training scans.
+
+    Three independent random streams derived from `cfg.seed`: the minibatch order (and donors), the
+    flips and zooms, and the mixing parameters. Two runs with the same seed and different
+    augmentations therefore see the same scans in the same order with the same geometry (paired
+    seeds). `log(step, loss)` is called after every step; `on_checkpoint(step, model)` after every
+    `every` steps and at the end (the model is back in training mode afterwards).
 
     Returns the model and timings: seconds in the augmentation and in total.
     """
@@ -172,7 +180,7 @@ def train(
         raise ConfigError(f"need at least 2 training scans to mix, got {len(data)}")
     model = create_xray_detector(cfg.detector, seed=cfg.seed, image_size=cfg.image_size)
     augment = DetectionAugment(create_augmentation(cfg.augmentation), cfg.flip_p, cfg.scale_range)
-    rng = np.random.default_rng(cfg.seed)
+    order_rng, geo_rng, mix_rng = (np.random.default_rng([cfg.seed, k]) for k in range(3))
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     warmup = max(1, cfg.steps // 20)
     sched = torch.optim.lr_scheduler.LambdaLR(
@@ -183,10 +191,13 @@ def train(
     with torch.random.fork_rng():
         torch.manual_seed(cfg.seed)
         for step in range(cfg.steps):
-            idx = rng.integers(0, len(data), cfg.batch_size)
-            donors = (idx + rng.integers(1, len(data), cfg.batch_size)) % len(data)
+            idx = order_rng.integers(0, len(data), cfg.batch_size)
+            donors = (idx + order_rng.integers(1, len(data), cfg.batch_size)) % len(data)
             t0 = time.perf_counter()
-            batch = [augment(data[i], data[j], rng) for i, j in zip(idx, donors, strict=True)]
+            batch = [
+                augment.apply(augment.sample(geo_rng, data[i].image.shape[:2], mix_rng), data[i], data[j])
+                for i, j in zip(idx, donors, strict=True)
+            ]
             aug_seconds += time.perf_counter() - t0
             images, targets = _to_tensors(batch)
             losses = model(images, targets)
@@ -198,6 +209,11 @@ def train(
             sched.step()
             if log is not None:
                 log(step, float(loss.detach()))
+            if on_checkpoint is not None and ((every and (step + 1) % every == 0) or step + 1 == cfg.steps):
+                ck_start = time.perf_counter()
+                on_checkpoint(step + 1, model)
+                model.train()
+                start += time.perf_counter() - ck_start  # checkpoint evaluation is not training time
     n_images = cfg.steps * cfg.batch_size
     return model, {
         "train_seconds": time.perf_counter() - start,

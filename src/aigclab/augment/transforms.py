@@ -19,6 +19,10 @@ Mixing transforms take a *donor*: another training scan with its own boxes.
   the donor's background is *stacked* in the beam by adding its per-channel log-attenuation
   ``-log((v + 0.5) / 256)`` times ``lam`` (Beer–Lambert: logs add, transmissions multiply) instead of
   blending intensities. It darkens where the donor holds material and leaves air as air.
+* ``source="self"`` ("bgm-self") takes the donor regions from the *same* scan instead of another one
+  (the v3 abstract's "mixes background patches across regions"): the donor is the scan shifted
+  circularly by a random offset of a quarter to three quarters of its size, so every cell is mixed with
+  a distant region of its own bag; the scan's own objects, at both places, are kept out as before.
 * BGM is applied to an image with probability ``p``, before flip and zoom (which then move image and
   boxes together), so it composes with the usual geometric detection augmentations.
 
@@ -35,7 +39,7 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, NamedTuple, Protocol
+from typing import Any, Literal, NamedTuple, Protocol
 
 import numpy as np
 
@@ -133,6 +137,7 @@ class BgmParams:
     grid: int
     selected: np.ndarray  # (grid, grid) bool
     lam: np.ndarray  # (grid, grid) float
+    shift: tuple[int, int] = (0, 0)  # (dy, dx) of the donor region, for source="self"
 
 
 @dataclass(frozen=True)
@@ -146,26 +151,38 @@ class BackgroundMixup(_Mix):
     log_space: bool = False
     margin: int = 2
     feather: int = 6
+    source: Literal["other", "self"] = "other"
 
     def sample(self, rng: np.random.Generator, shape: tuple[int, int]) -> BgmParams | None:
         if rng.random() >= self.p:
             return None
         g = int(rng.choice(self.grids))
-        return BgmParams(g, rng.random((g, g)) < self.patch_prob, rng.uniform(*self.lam_range, (g, g)))
+        selected, lam = rng.random((g, g)) < self.patch_prob, rng.uniform(*self.lam_range, (g, g))
+        if self.source == "other":
+            return BgmParams(g, selected, lam)
+        h, w = shape
+        shift = (int(rng.integers(h // 4, 3 * h // 4 + 1)), int(rng.integers(w // 4, 3 * w // 4 + 1)))
+        return BgmParams(g, selected, lam, shift)
 
     def apply(self, params: BgmParams | None, sample: DetSample, donor: DetSample) -> DetSample:
         if params is None:
             return sample
         weights = F.patch_weights(sample.image.shape[:2], params.grid, params.selected, params.lam)
+        donor_image, donor_keep = donor.image, None
+        if self.source == "self":
+            own = F.box_mask(sample.image.shape[:2], sample.boxes, self.margin)
+            donor_image = np.roll(sample.image, params.shift, axis=(0, 1))
+            donor_keep = np.roll(own, params.shift, axis=(0, 1))
         img, boxes = F.background_mixup(
             sample.image,
             sample.boxes,
-            donor.image,
+            donor_image,
             donor.boxes,
             weights,
             self.log_space,
             self.margin,
             self.feather,
+            donor_keep,
         )
         return DetSample(img, boxes, sample.labels.copy())
 
@@ -185,8 +202,12 @@ class DetectionAugment:
     flip_p: float = 0.5
     scale_range: tuple[float, float] = (0.8, 1.2)
 
-    def sample(self, rng: np.random.Generator, shape: tuple[int, int]) -> AugParams:
-        mix = self.mix.sample(rng, shape)
+    def sample(
+        self, rng: np.random.Generator, shape: tuple[int, int], mix_rng: np.random.Generator | None = None
+    ) -> AugParams:
+        """Draw the parameters; with `mix_rng` the mixing draws come from it and flip/zoom from `rng`,
+        so runs that differ only in the mixing transform get the same flips and zooms."""
+        mix = self.mix.sample(rng if mix_rng is None else mix_rng, shape)
         return AugParams(mix, bool(rng.random() < self.flip_p), float(rng.uniform(*self.scale_range)))
 
     def apply(self, params: AugParams, sample: DetSample, donor: DetSample) -> DetSample:
@@ -229,8 +250,13 @@ def _bgm_log(**kw: Any) -> MixTransform:
     return BackgroundMixup(**({"log_space": True} | kw))
 
 
+@AUGMENTATIONS.register("bgm-self")
+def _bgm_self(**kw: Any) -> MixTransform:
+    return BackgroundMixup(**({"source": "self"} | kw))
+
+
 def create_augmentation(name: str, **overrides: Any) -> MixTransform:
-    """Build a mixing transform by name (none, mixup, cutmix, bgm, bgm-log)."""
+    """Build a mixing transform by name (none, mixup, cutmix, bgm, bgm-log, bgm-self)."""
     return AUGMENTATIONS.create(name, **overrides)
 
 

@@ -26,6 +26,7 @@ __getattr__, __all__ = lazy_exports(
         "ddim_sample": _MODELS,
         "load_model": _MODELS,
         "QuantResult": _QUANTIZE,
+        "distillation_error": _QUANTIZE,
         "load_quantized": _QUANTIZE,
         "quantize_diffusion": _QUANTIZE,
         "save_quantized": _QUANTIZE,

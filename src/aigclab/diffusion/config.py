@@ -16,7 +16,7 @@ Example:
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -36,12 +36,26 @@ class QuantConfig(Config):
     mixed bit-widths per output channel. Fine-tuning: `finetune_steps` optimiser steps of LoRA
     distillation from the full-precision model along its DDIM trajectory, one step per `window`
     consecutive denoising steps, with the TRD relation loss if `trd`.
+
+    Where the defaults differ from the released MPQ-DM/EfficientDM code (each switch exists so that the
+    difference can be ablated; ``benchmarks/mpq_dm.py --deviations`` does):
+
+    - `trd_weight` 1 (code: 100);
+    - `keep_first`/`keep_last` 1/1: only ``conv_in`` and ``conv_out`` at `first_last_bits` (code: the
+      first three quantized layers, i.e. input conv and the two time-embedding linears, and the last);
+    - `lora_rank` 8 (code: 32);
+    - `lora_lr_mode` "fixed": one Adam rate `lora_lr` (code: "scale-aware", per layer the mean weight
+      quantization step / 2500), `lr_schedule` "constant" (code: "linear" decay to 0, no warm-up);
+    - `step_every_denoise` False: one optimiser step per `window` of denoising steps with the summed
+      noise MSE (code: True, a step at every denoising step, the TRD term added every `window` steps).
     """
 
     method: str = "custom"
     w_bits: int = Field(4, ge=1, le=8)
     a_bits: int = Field(8, ge=2, le=16)
     first_last_bits: int = Field(8, ge=2, le=16)
+    keep_first: int = Field(1, ge=0)
+    keep_last: int = Field(1, ge=0)
     calib: CalibMethod = "mse"
     calib_samples: int = Field(32, ge=1)
     steps: int = Field(20, ge=1)
@@ -56,6 +70,9 @@ class QuantConfig(Config):
     batch_size: int = Field(8, ge=1)
     lora_rank: int = Field(8, ge=1)
     lora_lr: float = Field(1e-3, gt=0)
+    lora_lr_mode: Literal["fixed", "scale-aware"] = "fixed"
+    lr_schedule: Literal["constant", "linear"] = "constant"
+    step_every_denoise: bool = False
     act_lr: float = Field(5e-4, ge=0)
     seed: int = 0
 

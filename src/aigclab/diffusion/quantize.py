@@ -9,7 +9,10 @@
    trajectory (inputs from the full-precision network).
 5. Fine-tune (if `finetune_steps`): LoRA on every quantized layer; at each DDIM step of the teacher's
    trajectory the student predicts the noise; every `window` steps one optimiser step on the summed
-   noise MSE, plus `trd_weight` x the TRD loss over that window's last-up-block features if `trd`.
+   noise MSE, plus `trd_weight` x the TRD loss over that window's last-up-block features if `trd`
+   (or, with `step_every_denoise`, one step per denoising step as the released code does).
+
+`distillation_error` measures what fine-tuning minimises, on noise of the caller's choosing.
 
 Example:
     >>> import torch
@@ -37,14 +40,13 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from aigclab.diffusion.config import QuantConfig
-from aigclab.diffusion.models import DiffusionModel, load_model, record_trajectory
+from aigclab.diffusion.models import DiffusionModel, denoise, load_model, record_trajectory
 from aigclab.diffusion.mpq import choose_k, omq_candidates, smoothing_factors, trd_loss
 from aigclab.errors import AigclabError
 from aigclab.quant import QuantLayer, StorageReport, quantize_modules, quantizing, set_slot, storage_report
 
-__all__ = ["QuantResult", "load_quantized", "quantize_diffusion", "save_quantized"]
+__all__ = ["QuantResult", "distillation_error", "load_quantized", "quantize_diffusion", "save_quantized"]
 
-_EDGE_LAYERS = ("conv_in", "conv_out")
 _MAX_CALIB_VALUES = 1 << 16
 
 
@@ -58,15 +60,24 @@ class QuantResult:
     omq_k: dict[str, int] = field(default_factory=dict)
     losses: list[dict[str, float]] = field(default_factory=list)
     seconds: float = 0.0
+    omq_errors: dict[str, dict[int, float]] = field(default_factory=dict)
 
     @property
     def layers(self) -> dict[str, QuantLayer]:
         return {n: m for n, m in self.model.unet.named_modules() if isinstance(m, QuantLayer)}
 
 
+def _kept_names(unet: nn.Module, cfg: QuantConfig) -> set[str]:
+    """The first `keep_first` and last `keep_last` Conv2d/Linear layers (module order): `first_last_bits`."""
+    names = [n for n, m in unet.named_modules() if isinstance(m, nn.Conv2d | nn.Linear | QuantLayer)]
+    return set(names[: cfg.keep_first]) | set(names[len(names) - cfg.keep_last :] if cfg.keep_last else [])
+
+
 def _wrap(unet: nn.Module, cfg: QuantConfig) -> dict[str, QuantLayer]:
+    kept = _kept_names(unet, cfg)
+
     def bits(name: str, module: nn.Module) -> tuple[int, int]:
-        if name in _EDGE_LAYERS:
+        if name in kept:
             return cfg.first_last_bits, cfg.first_last_bits
         return cfg.w_bits, cfg.a_bits
 
@@ -116,17 +127,22 @@ def _collect_stats(
     return absmax, inputs
 
 
-def _apply_omq(layers: dict[str, QuantLayer], trajectory: list, unet: nn.Module, cfg: QuantConfig) -> dict:
+def _apply_omq(
+    layers: dict[str, QuantLayer], trajectory: list, unet: nn.Module, cfg: QuantConfig
+) -> tuple[dict[str, int], dict[str, dict[int, float]]]:
+    """Smoothing and the per-layer k search; returns the chosen k and every candidate's output MSE."""
     absmax, inputs = _collect_stats(unet, trajectory, cfg)
+    kept = _kept_names(unet, cfg)
     chosen: dict[str, int] = {}
+    errors: dict[str, dict[int, float]] = {}
     for name, layer in layers.items():
-        if name in _EDGE_LAYERS:
+        if name in kept:
             continue
         layer.smooth.copy_(smoothing_factors(absmax[name], layer.weight))
         candidates = omq_candidates(layer.weight.shape[0], cfg.omq_group, cfg.omq_max_fraction)
         x = torch.cat(inputs[name])
-        chosen[name], _ = choose_k(layer, x, cfg.w_bits, cfg.a_bits, candidates, cfg.calib)
-    return chosen
+        chosen[name], errors[name] = choose_k(layer, x, cfg.w_bits, cfg.a_bits, candidates, cfg.calib)
+    return chosen, errors
 
 
 def _calibrate(layers: dict[str, QuantLayer], trajectory: list, unet: nn.Module, cfg: QuantConfig) -> None:
@@ -145,19 +161,26 @@ def _calibrate(layers: dict[str, QuantLayer], trajectory: list, unet: nn.Module,
 
 def _optimizer(
     layers: dict[str, QuantLayer], cfg: QuantConfig, gen: torch.Generator
-) -> torch.optim.Optimizer:
-    lora, act = [], []
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+    """Adam over LoRA (one rate, or scale-aware per layer) and activation steps, with the LR schedule."""
+    groups: list[dict[str, Any]] = []
+    act = []
     for layer in layers.values():
         layer.add_lora(cfg.lora_rank, generator=gen)
-        lora += [layer.lora_a, layer.lora_b]
+        lr = cfg.lora_lr
         if layer.w_quant is not None:
+            if cfg.lora_lr_mode == "scale-aware":  # EfficientDM's code: mean weight step / 2500
+                lr = float(layer.w_quant.step().detach().mean()) / 2500
             layer.w_quant.requires_grad_(False)
+        groups.append({"params": [layer.lora_a, layer.lora_b], "lr": lr})
         if layer.a_quant is not None:
             act += [layer.a_quant.scale, layer.a_quant.zero_point]
-    groups: list[dict[str, Any]] = [{"params": lora, "lr": cfg.lora_lr}]
     if cfg.act_lr > 0:
         groups.append({"params": act, "lr": cfg.act_lr})
-    return torch.optim.Adam(groups)
+    opt = torch.optim.Adam(groups)
+    total = max(cfg.finetune_steps, 1)
+    decay = cfg.lr_schedule == "linear"
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0 - s / total if decay else 1.0)
 
 
 def _features(unet: nn.Module, store: list[torch.Tensor]) -> torch.utils.hooks.RemovableHandle:
@@ -166,17 +189,41 @@ def _features(unet: nn.Module, store: list[torch.Tensor]) -> torch.utils.hooks.R
 
 
 def _finetune(model: DiffusionModel, student: DiffusionModel, cfg: QuantConfig) -> list[dict[str, float]]:
-    """LoRA distillation along the teacher's DDIM trajectory; one optimiser step per `window` steps."""
-    layers = {n: m for n, m in student.unet.named_modules() if isinstance(m, QuantLayer)}
-    gen = torch.Generator().manual_seed(cfg.seed + 1)
-    opt = _optimizer(layers, cfg, gen)
+    """LoRA distillation along the teacher's DDIM trajectory; the feature hooks go away even on error."""
     feats_student: list[torch.Tensor] = []
     feats_teacher: list[torch.Tensor] = []
     handles = [_features(student.unet, feats_student), _features(model.unet, feats_teacher)]
+    try:
+        return _distill(model, student, cfg, feats_student, feats_teacher)
+    finally:
+        set_slot(student.unet, None)
+        for h in handles:
+            h.remove()
+
+
+def _distill(
+    model: DiffusionModel,
+    student: DiffusionModel,
+    cfg: QuantConfig,
+    feats_student: list[torch.Tensor],
+    feats_teacher: list[torch.Tensor],
+) -> list[dict[str, float]]:
+    """One optimiser step per `window` denoising steps (or per step if `step_every_denoise`)."""
+    layers = {n: m for n, m in student.unet.named_modules() if isinstance(m, QuantLayer)}
+    gen = torch.Generator().manual_seed(cfg.seed + 1)
+    opt, sched = _optimizer(layers, cfg, gen)
     scheduler = model.scheduler()
     scheduler.set_timesteps(cfg.steps)
     last = len(scheduler.timesteps) - 1
     history: list[dict[str, float]] = []
+
+    def step(mse: torch.Tensor, trd: torch.Tensor) -> None:
+        opt.zero_grad()
+        (mse + cfg.trd_weight * trd).backward()
+        opt.step()
+        sched.step()
+        history.append({"mse": mse.item(), "trd": trd.item()})
+
     while len(history) < cfg.finetune_steps:
         x = torch.randn((cfg.batch_size, *model.shape), generator=gen)
         mse_terms: list[torch.Tensor] = []
@@ -186,24 +233,37 @@ def _finetune(model: DiffusionModel, student: DiffusionModel, cfg: QuantConfig) 
             set_slot(student.unet, i)
             eps_student = student.unet(x, t).sample
             mse_terms.append(F.mse_loss(eps_student, eps_teacher, reduction="sum") / len(x))
-            if len(mse_terms) == cfg.window or i == last:
-                mse = torch.stack(mse_terms).sum()
-                trd = trd_loss(feats_student, feats_teacher) if cfg.trd else torch.zeros(())
-                loss = mse + cfg.trd_weight * trd
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                history.append({"mse": mse.item(), "trd": trd.item()})
+            window_done = len(feats_teacher) == cfg.window or i == last
+            trd = trd_loss(feats_student, feats_teacher) if cfg.trd and window_done else torch.zeros(())
+            if cfg.step_every_denoise:
+                step(mse_terms.pop(), trd)
+                # earlier steps' graphs are freed: keep their features as constants for the window's TRD
+                feats_student[:] = [f.detach() for f in feats_student]
+            elif window_done:
+                step(torch.stack(mse_terms).sum(), trd)
                 mse_terms.clear()
+            if window_done:
                 feats_student.clear()
                 feats_teacher.clear()
-                if len(history) == cfg.finetune_steps:
-                    break
+            if len(history) == cfg.finetune_steps:
+                break
             x = scheduler.step(eps_teacher, t, x).prev_sample
-    set_slot(student.unet, None)
-    for h in handles:
-        h.remove()
     return history
+
+
+@torch.no_grad()
+def distillation_error(model: DiffusionModel, student: nn.Module, noise: torch.Tensor, steps: int) -> float:
+    """Mean squared error between the student's and the teacher's noise predictions along the teacher's
+    DDIM trajectory from `noise` (per sample and step): the quantity the fine-tuning lowers."""
+    errors: list[float] = []
+
+    def compare(i: int, t: torch.Tensor, x: torch.Tensor, eps: torch.Tensor) -> None:
+        set_slot(student, i)
+        errors.append(F.mse_loss(student(x, t).sample, eps, reduction="sum").item() / len(x))
+
+    denoise(model, noise, steps, on_step=compare)
+    set_slot(student, None)
+    return sum(errors) / len(errors)
 
 
 def quantize_diffusion(model: DiffusionModel, cfg: QuantConfig) -> QuantResult:
@@ -215,11 +275,11 @@ def quantize_diffusion(model: DiffusionModel, cfg: QuantConfig) -> QuantResult:
     layers = _wrap(student.unet, cfg)
     noise = torch.randn((cfg.calib_samples, *model.shape), generator=torch.Generator().manual_seed(cfg.seed))
     trajectory = record_trajectory(model, noise, cfg.steps)
-    chosen = _apply_omq(layers, trajectory, student.unet, cfg) if cfg.omq else {}
+    chosen, errors = _apply_omq(layers, trajectory, student.unet, cfg) if cfg.omq else ({}, {})
     _calibrate(layers, trajectory, student.unet, cfg)
     history = _finetune(model, student, cfg) if cfg.finetune_steps else []
     report = storage_report(student.unet)
-    return QuantResult(student, cfg, report, chosen, history, time.perf_counter() - start)
+    return QuantResult(student, cfg, report, chosen, history, time.perf_counter() - start, errors)
 
 
 def save_quantized(result: QuantResult, out: Path) -> None:

@@ -81,7 +81,7 @@ class TransformersBackend:
         self.cfg = cfg
         self.stats = {"calls": 0, "retries": 0, "reasks": 0}
         self.processor = AutoProcessor.from_pretrained(path, local_files_only=True)
-        model = AutoModelForImageTextToText.from_pretrained(path, local_files_only=True)
+        model = AutoModelForImageTextToText.from_pretrained(path, local_files_only=True, use_safetensors=True)
         self.model = model.to(cfg.device).eval()  # type: ignore[arg-type]
 
     def complete(self, messages: Sequence[Message], schema: dict[str, Any] | None = None) -> str:
