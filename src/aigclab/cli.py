@@ -36,6 +36,7 @@ REGISTRY_MODULES: tuple[str, ...] = (
     "aigclab.llm",
     "aigclab.augment.train_det",
     "aigclab.gamegym.generate",
+    "aigclab.explain.anomaly_models",
 )
 
 app = typer.Typer(

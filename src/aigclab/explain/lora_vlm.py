@@ -99,7 +99,7 @@ def finetune_vlm(
         raise ConfigError("no training examples")
     torch.manual_seed(cfg.seed)
     processor = AutoProcessor.from_pretrained(model_dir, local_files_only=True)
-    base = AutoModelForImageTextToText.from_pretrained(model_dir, local_files_only=True).to(cfg.device)
+    base = AutoModelForImageTextToText.from_pretrained(model_dir, local_files_only=True).to(cfg.device)  # type: ignore[arg-type]
     lora = LoraConfig(
         r=cfg.rank,
         lora_alpha=cfg.alpha,
@@ -124,9 +124,9 @@ def finetune_vlm(
         if log and (step + 1) % max(1, cfg.steps // 10) == 0:
             log(f"step {step + 1}/{cfg.steps} loss {np.mean(losses[-10:]):.4f}")
     out_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out_dir / "adapter")
+    model.save_pretrained(str(out_dir / "adapter"))
     if cfg.merge:
-        model.merge_and_unload().save_pretrained(out_dir)
+        model.merge_and_unload().save_pretrained(out_dir)  # type: ignore[operator]
         processor.save_pretrained(out_dir)
     return {
         "losses": losses,

@@ -245,6 +245,7 @@ def train_reasoner(cfg: ReasonerConfig, out: Path | None = None, log: Any = prin
 
 def load_reasoner(path: str | Path | None = None) -> AnomalyReasoner:
     """The reasoner saved at `path` (default: the shipped weights) with its config JSON beside it."""
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     path = Path(path) if path else reasoner_path()
@@ -256,7 +257,10 @@ def load_reasoner(path: str | Path | None = None) -> AnomalyReasoner:
         )
     cfg = ReasonerConfig._validate(json.loads(cfg_path.read_text()), str(cfg_path))
     net = ReasonerNet(cfg.width)
-    state = {k: v.float() for k, v in load_file(str(path)).items()}
+    try:
+        state = {k: v.float() for k, v in load_file(str(path)).items()}
+    except SafetensorError as err:
+        raise ConfigError(f"{path}: not a safetensors file ({err})") from None
     missing = net.load_state_dict(state, strict=False)
     if missing.unexpected_keys or any(not k.endswith("num_batches_tracked") for k in missing.missing_keys):
         raise ConfigError(f"{path}: not reasoner weights of width {cfg.width}")

