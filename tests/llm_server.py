@@ -2,7 +2,9 @@
 
 Each scripted step is a reply text (str) or a dict with any of ``content``, ``status`` (HTTP code),
 ``delay`` (seconds before answering) and ``raw`` (a body sent as is). When the script runs out, the
-last step repeats. Every request body is kept in ``requests`` for assertions.
+last step repeats. A step may also be a callable that takes the request body and returns a step
+(replies that depend on the request). Replies report ``usage`` (whitespace-separated words as tokens).
+Every request body is kept in ``requests`` for assertions.
 """
 
 from __future__ import annotations
@@ -10,10 +12,11 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-Step = str | dict[str, Any]
+Step = str | dict[str, Any] | Callable[[dict[str, Any]], Any]
 
 
 class ScriptedChatServer:
@@ -50,6 +53,7 @@ class ScriptedChatServer:
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 step = server._next(body)
+                step = step(body) if callable(step) else step
                 step = {"content": step} if isinstance(step, str) else step
                 time.sleep(step.get("delay", 0))
                 status = step.get("status", 200)
@@ -76,7 +80,9 @@ class ScriptedChatServer:
 
 
 def _completion(body: dict[str, Any], content: str) -> dict[str, Any]:
+    prompt = json.dumps(body.get("messages", []))
     return {
+        "usage": {"prompt_tokens": len(prompt.split()), "completion_tokens": len(content.split())},
         "id": "chatcmpl-test",
         "object": "chat.completion",
         "model": body.get("model", ""),

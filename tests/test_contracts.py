@@ -383,3 +383,47 @@ def _backdoor_task(name: str) -> None:
     out = a(x)
     assert out.shape == (4, len(data.classes)) and torch.isfinite(out).all()
     torch.testing.assert_close(out, b(x))  # seeded initialisation
+
+
+@contract("anomaly-model")
+def _anomaly_model(name: str) -> None:
+    import json
+    import tempfile
+
+    from llm_server import ScriptedChatServer
+
+    from aigclab.explain.anomaly_models import create_anomaly_model
+    from aigclab.explain.anomreason_mini import render_scene
+    from aigclab.explain.quadruples import Quadruple
+    from aigclab.explain.reasoner import reasoner_path
+    from aigclab.llm import LLMError
+
+    images = [render_scene(s).image for s in (1, 2)]
+    if name == "reasoner" and not reasoner_path().is_file():
+        pytest.skip("shipped reasoner weights not built")
+    if name in ("reasoner", "zero-shot-rule", "cues"):
+        model = create_anomaly_model(name)
+        a, b = model.predict(images), model.predict(images)
+        assert len(a) == 2 and a == b and all(isinstance(q, Quadruple) for p in a for q in p)
+    elif name == "openai":
+        server = ScriptedChatServer()
+        try:
+            quad = {
+                "name": "clock",
+                "phenomenon": "13 marks",
+                "reasoning": "12",
+                "severity": 3,
+                "confidence": 0.8,
+            }
+            server.set_script(json.dumps({"anomalies": [quad]}))
+            out = create_anomaly_model("openai", base_url=server.base_url).predict(images)
+            assert [len(p) for p in out] == [1, 1] and out[0][0].severity == 3
+        finally:
+            server.close()
+    else:
+        from tiny_vlm import make_tiny_vlm
+
+        with tempfile.TemporaryDirectory() as tmp:
+            model = create_anomaly_model(name, model_path=str(make_tiny_vlm(Path(tmp))), max_new_tokens=4)
+            with pytest.raises(LLMError, match="gave no valid AnomalyReport"):
+                model.predict(images[:1])

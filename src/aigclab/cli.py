@@ -42,6 +42,7 @@ REGISTRY_MODULES: tuple[str, ...] = (
     "aigclab.augment.train_det",
     "aigclab.gamegym.generate",
     "aigclab.security.tasks",
+    "aigclab.explain.anomaly_models",
 )
 
 app = typer.Typer(

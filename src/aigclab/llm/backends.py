@@ -79,7 +79,7 @@ class OpenAIBackend:
 
     def __init__(self, cfg: OpenAIConfig):
         self.cfg = cfg
-        self.stats = {"calls": 0, "retries": 0, "reasks": 0}
+        self.stats = {"calls": 0, "retries": 0, "reasks": 0, "prompt_tokens": 0, "completion_tokens": 0}
         self._http = httpx.Client(timeout=cfg.timeout_s)
 
     def _headers(self) -> dict[str, str]:
@@ -128,6 +128,9 @@ class OpenAIBackend:
         if fmt:
             body["response_format"] = fmt
         data = self._post(body)
+        usage = data.get("usage") or {}  # token counts, when the server reports them
+        self.stats["prompt_tokens"] += int(usage.get("prompt_tokens") or 0)
+        self.stats["completion_tokens"] += int(usage.get("completion_tokens") or 0)
         try:
             content = data["choices"][0]["message"]["content"]
         except (KeyError, IndexError, TypeError):
