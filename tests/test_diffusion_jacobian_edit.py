@@ -100,3 +100,33 @@ def test_zero_strength_is_the_reconstruction_and_mask_shape_is_checked(tiny) -> 
     assert (out[1] - out[0]).abs().max() > 1e-3
     with pytest.raises(AigclabError, match="mask"):
         find_directions(tiny, xt, 50, box_mask(8, 0, 0, 4, 4), k=1)
+
+
+def test_cli_directions_and_edit_write_images(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import numpy as np
+    from PIL import Image
+    from typer.testing import CliRunner
+
+    from aigclab.diffusion.cli import app
+
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(tmp_path / "img.png")
+    mask = np.zeros((16, 16), np.uint8)
+    mask[2:8, 2:8] = 255
+    Image.fromarray(mask).save(tmp_path / "mask.png")
+    common = ["--mask", str(tmp_path / "mask.png"), "--model", "tiny", "--steps", "3", "--iters", "3"]
+    img = str(tmp_path / "img.png")
+    res = CliRunner().invoke(app, ["directions", img, *common, "--k", "2", "--out", str(tmp_path / "p.png")])
+    assert res.exit_code == 0, res.output
+    assert "direction 1" in res.output
+    assert Image.open(tmp_path / "p.png").size == (4 * (3 * 18 + 2), 4 * (2 * 18 + 2))
+    res = CliRunner().invoke(
+        app, ["edit", img, *common, "--direction", "1", "--out", str(tmp_path / "s.png")]
+    )
+    assert res.exit_code == 0, res.output
+    assert Image.open(tmp_path / "s.png").size == (4 * (6 * 18 + 2), 4 * 20)
+    Image.fromarray(np.zeros((16, 16), np.uint8)).save(tmp_path / "empty.png")
+    bad = [*common[2:], "--mask", str(tmp_path / "empty.png")]
+    res = CliRunner().invoke(app, ["edit", img, *bad])
+    assert res.exit_code != 0
+    assert "empty.png" in str(res.exception)

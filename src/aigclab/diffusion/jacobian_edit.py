@@ -33,7 +33,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import torch
@@ -41,6 +41,9 @@ from torch.func import jvp, vjp
 
 from aigclab.diffusion.models import DiffusionModel
 from aigclab.errors import AigclabError
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 __all__ = [
     "Directions",
@@ -50,8 +53,11 @@ __all__ = [
     "edit",
     "find_directions",
     "invert",
+    "locality",
     "power_iteration",
     "project_away",
+    "read_image",
+    "read_mask",
     "sample_from",
     "timestep_grid",
     "to_uint8",
@@ -289,3 +295,37 @@ def edit(
 def to_uint8(x: torch.Tensor) -> np.ndarray:
     """(N, 3, H, W) in [-1, 1] -> (N, H, W, 3) uint8."""
     return ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+
+
+def locality(edited: torch.Tensor, base: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Per image: mean squared change inside the mask / mean squared change outside it."""
+    change = (edited - base).pow(2).mean(1, keepdim=True)
+    inside = (change * mask).sum((1, 2, 3)) / mask.sum()
+    outside = (change * (1 - mask)).sum((1, 2, 3)) / (1 - mask).sum()
+    return inside / outside.clamp_min(1e-12)
+
+
+def _open_rgb(path: Path, size: int, resample: int) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
+
+    if not path.is_file():
+        raise AigclabError(f"{path}: not a regular file")
+    try:
+        with Image.open(path) as im:
+            return np.asarray(im.convert("RGB").resize((size, size), resample), np.float32)
+    except (UnidentifiedImageError, OSError) as err:
+        raise AigclabError(f"{path}: not a readable image ({err})") from err
+
+
+def read_image(path: Path, size: int) -> torch.Tensor:
+    """An image file resized to size x size, as (1, 3, size, size) in [-1, 1]."""
+    rgb = _open_rgb(path, size, 3)  # bicubic
+    return torch.from_numpy(rgb).permute(2, 0, 1)[None] / 127.5 - 1
+
+
+def read_mask(path: Path, size: int) -> torch.Tensor:
+    """A mask image (white = region to edit) resized to size x size, as (1, 1, size, size) in {0, 1}."""
+    mask = torch.from_numpy(_open_rgb(path, size, 0).mean(2) > 127.5).float()[None, None]  # nearest
+    if mask.sum() == 0 or mask.sum() == mask.numel():
+        raise AigclabError(f"{path}: the mask must mark some pixels white and leave some black")
+    return mask
