@@ -127,41 +127,53 @@ def run_seed(seed: int, methods: list[str], args: argparse.Namespace) -> None:
         (CACHE / f"{m}-s{seed}.json").write_text(json.dumps(r))
 
 
-def validate_layers(
-    args: argparse.Namespace, layers: tuple[str, ...] = ("block2", "block3")
-) -> dict[str, Any]:
-    """Choose PLADA's token layer on held-out TRAIN-split images (never the test split).
+# token sources compared on validation: PLADA config overrides
+TOKEN_SOURCES: dict[str, dict[str, Any]] = {
+    "aigclab-tiny/block2": {"layer": "block2"},
+    "aigclab-tiny/block3": {"layer": "block3"},
+    "mobilenetv2-nsfwjs/block5@96px": {
+        "backbone": "mobilenetv2-nsfwjs",
+        "backbone_kwargs": {"input_size": 96},
+        "layer": "block5",
+    },
+}
+
+
+def validate_layers(args: argparse.Namespace) -> dict[str, Any]:
+    """Choose PLADA's token source on held-out TRAIN-split images (never the test split).
 
     The training family's train split is cut into a fit part (`n_train` per class) and a disjoint
-    validation part (400 per class); each layer's PLADA is scored there raw and under JPEG 75/50/30.
+    validation part (400 per class); each source's PLADA is scored there raw and under JPEG 75/50/30.
     """
     path = CACHE / "validation.json"
-    if path.is_file():
-        return json.loads(path.read_text())
+    out: dict[str, Any] = json.loads(path.read_text()) if path.is_file() else {}
+    if set(out) >= set(TOKEN_SOURCES):
+        return out
     split = load_mini("train", generators=mini_protocols()["cross_generator"]["train"])
     rng = np.random.default_rng(123)
     fit_idx, val_idx = [], []
     for label in (0, 1):
         idx = rng.permutation(np.flatnonzero(split.labels == label))
+        assert len(idx) >= args.n_train + 400, "fit and validation parts would overlap"
         fit_idx.append(idx[: args.n_train])
         val_idx.append(idx[-400:])
-        assert len(idx) >= args.n_train + 400, "fit and validation parts would overlap"
     fit, val = split.subset(np.concatenate(fit_idx)), split.subset(np.concatenate(val_idx))
     conditions = ("raw", "jpeg75", "jpeg50", "jpeg30")
     views = {c: val.images if c == "raw" else compress(val.images, c) for c in conditions}
-    out: dict[str, Any] = {}
-    for layer in layers:
-        det = create_detector("plada-tiny", layer=layer, epochs=args.epochs)
+    for source, overrides in TOKEN_SOURCES.items():
+        if source in out:
+            continue
+        det = create_detector("plada-tiny", epochs=args.epochs, **overrides)
         det.train_on(fit, seed=0, log=log)  # type: ignore[attr-defined]
-        out[layer] = {
+        out[source] = {
             c: {k: float(binary_metrics(det.score(x), val.labels)[k]) for k in METRICS}
             for c, x in views.items()
         }
         log(
-            f"validation {layer}: "
-            + ", ".join(f"{c} auc {v['auc']:.3f} acc {v['acc']:.3f}" for c, v in out[layer].items())
+            f"validation {source}: "
+            + ", ".join(f"{c} auc {v['auc']:.3f} acc {v['acc']:.3f}" for c, v in out[source].items())
         )
-    path.write_text(json.dumps(out))
+        path.write_text(json.dumps(out))
     return out
 
 
@@ -281,9 +293,9 @@ def write_markdown(res: dict[str, Any], path: Path) -> None:
         ]
         lines += [
             "",
-            "## Token layer choice (held-out train-split images, AUC / acc; not test data)",
+            "## Token source choice (held-out train-split images, AUC / acc; not test data)",
             "",
-            markdown_table(rows, ["layer", *next(iter(val.values()))]),
+            markdown_table(rows, ["tokens", *next(iter(val.values()))]),
         ]
     for cond in ("raw", "jpeg50"):
         rows = [
@@ -304,7 +316,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2])
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     parser.add_argument("--n-train", type=int, default=1500, help="training reals and fakes, each")
     parser.add_argument("--n-test-real", type=int, default=400)

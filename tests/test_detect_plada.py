@@ -140,3 +140,18 @@ def test_train_command_then_main_job(data: MiniSplit, tmp_path: Path) -> None:
     result = runner.invoke(app, ["detect", str(folder / "real"), "--detector", str(model), "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert len(out.read_text().splitlines()) == 48
+
+
+def test_plada_reads_tokens_of_a_backbone_with_forward_maps(data: MiniSplit) -> None:
+    det = create_detector(
+        "plada-tiny",
+        **TINY,
+        epochs=1,
+        backbone="mobilenetv2-nsfwjs",
+        backbone_kwargs={"input_size": 64},
+        layer="block5",
+    )
+    tokens = det.tokens(data.images[:3])  # type: ignore[attr-defined]
+    assert tokens.shape == (3, 16, 32 * 2 * 2)  # 8x8 map of 32 channels -> 4x4 tokens
+    det.fit(data.images, data.labels)
+    assert np.isfinite(det.score(data.images[:4])).all()

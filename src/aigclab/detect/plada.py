@@ -23,7 +23,8 @@ Where this differs from the released code (CLIP ViT-L/14 with B2E inside its 24 
 
 - The blocks are a small transformer of our own, trained here, over the token map of a frozen backbone
   (``layer``: the embedded ``aigclab-tiny`` CNN's block map for the default; a middle block of CLIP
-  ViT-L/14 from local open_clip weights for ``plada-clip-l14``). All of its weights train (nothing of it
+  ViT-L/14 from local open_clip weights for ``plada-clip-l14``; any backbone with ``forward_maps``,
+  such as ``mobilenetv2-nsfwjs``, via ``backbone=``). All of its weights train (nothing of it
   is pretrained); the backbone stays frozen, as CLIP's MLPs are in the paper.
 - Tokens are computed once per training view (the paper's data are pre-compressed too); random
   horizontal flips act on the token grid. The Gaussian-blur augmentation is left out.
@@ -128,6 +129,9 @@ def _feature_map(backbone: nn.Module, x: torch.Tensor, layer: str) -> torch.Tens
     from aigclab.nn.adapters import OpenClipBackbone
     from aigclab.nn.tiny import TinyCNN
 
+    forward_maps = getattr(backbone, "forward_maps", None)
+    if callable(forward_maps):  # backbones that expose unpooled maps (e.g. mobilenetv2-nsfwjs)
+        return forward_maps(x, [layer])[layer]
     index = int(layer.removeprefix("block").removesuffix("-cls")) if layer.startswith("block") else 0
     if isinstance(backbone, TinyCNN) and 1 <= index <= len(backbone.blocks):
         h = backbone.stem(x)
