@@ -37,7 +37,7 @@ def test_detect_scores_good_files_and_reports_bad_ones(folder: Path, tmp_path: P
     skipped = {Path(r["file"]).name: r["skipped"] for r in rows if "skipped" in r}
     assert len(scored) == 6 and set(skipped) == {"broken.png", "empty.jpg"}
     assert "empty" in skipped["empty.jpg"] and all(0 <= r["probability"] <= 1 for r in scored)
-    assert {r["verdict"] for r in scored} <= {"real", "fake"}
+    assert {r["verdict"] for r in scored} <= {"real", "fake", "uncertain"}
     with (tmp_path / "res.csv").open() as fh:
         assert len(list(csv.DictReader(fh))) == 6
     assert "skipped" in result.output and "broken.png" in result.output
