@@ -192,6 +192,36 @@ def _tiny_clip(tmp: Path, vocab: int = 100, context: int = 8) -> dict:
     }
 
 
+def tiny_detector_overrides(name: str, tmp: Path) -> dict:
+    """Preset overrides that make registry entry `name` small enough to build and fit in a test."""
+    if name.startswith("plada"):  # a small transformer, one epoch
+        overrides = {"epochs": 1, "dim": 16, "depth": 1, "heads": 2, "prefix_len": 4, "compress_out": 4}
+        if "clip" in name:
+            overrides |= {"backbone_kwargs": _tiny_clip(tmp), "patch_size": 32, "layer": "block1"}
+        else:
+            overrides["backbone_kwargs"] = {"pretrained": False, "preset": "aigclab-tiny-test"}
+    elif "clip" in name:
+        overrides: dict = {
+            "backbone_kwargs": _tiny_clip(tmp),
+            "patch_size": 32,
+            "layer": "pooled" if name.startswith("univfd") else "block1-cls",
+        }
+    elif name in ("ftnet-tiny", "ftnet-t-tiny", "ftnet-spectrum-tiny", "univfd-tiny"):
+        overrides = {}  # training-free or shipped pretrained backbones
+    elif name.startswith(("ftnet", "univfd")):
+        overrides = {"backbone_kwargs": {"pretrained": False, "preset": "aigclab-tiny-test"}}
+    else:
+        overrides = {"epochs": 1, "channels": (8, 8, 16, 16)}
+    if "ftnet-t" in name:
+        overrides["finetune_epochs"] = 2
+    if name.startswith("dpgnet"):  # a short labeled run; the CLIP text tower needs CLIP's vocabulary
+        overrides = {"epochs": 1, "batch_labeled": 6}
+        if "clip" in name:
+            clip = _tiny_clip(tmp, vocab=49408, context=16)
+            overrides |= {"backbone_kwargs": clip, "layer": "block1", "patch_size": 32, "embed_dim": 16}
+    return overrides
+
+
 @contract("detector")
 def _detector(name: str) -> None:
     import tempfile
@@ -202,31 +232,7 @@ def _detector(name: str) -> None:
     images = rng.integers(0, 256, (12, 32, 32, 3), dtype=np.uint8)
     labels = np.array([0, 1] * 6)
     with tempfile.TemporaryDirectory() as tmp:
-        if name.startswith("plada"):  # a small transformer, one epoch
-            overrides = {"epochs": 1, "dim": 16, "depth": 1, "heads": 2, "prefix_len": 4, "compress_out": 4}
-            if "clip" in name:
-                overrides |= {"backbone_kwargs": _tiny_clip(Path(tmp)), "patch_size": 32, "layer": "block1"}
-            else:
-                overrides["backbone_kwargs"] = {"pretrained": False, "preset": "aigclab-tiny-test"}
-        elif "clip" in name:
-            overrides: dict = {
-                "backbone_kwargs": _tiny_clip(Path(tmp)),
-                "patch_size": 32,
-                "layer": "pooled" if name.startswith("univfd") else "block1-cls",
-            }
-        elif name in ("ftnet-tiny", "ftnet-t-tiny", "ftnet-spectrum-tiny", "univfd-tiny"):
-            overrides = {}  # training-free or shipped pretrained backbones
-        elif name.startswith(("ftnet", "univfd")):
-            overrides = {"backbone_kwargs": {"pretrained": False, "preset": "aigclab-tiny-test"}}
-        else:
-            overrides = {"epochs": 1, "channels": (8, 8, 16, 16)}
-        if "ftnet-t" in name:
-            overrides["finetune_epochs"] = 2
-        if name.startswith("dpgnet"):  # a short labeled run; the CLIP text tower needs CLIP's vocabulary
-            overrides = {"epochs": 1, "batch_labeled": 6}
-            if "clip" in name:
-                clip = _tiny_clip(Path(tmp), vocab=49408, context=16)
-                overrides |= {"backbone_kwargs": clip, "layer": "block1", "patch_size": 32, "embed_dim": 16}
+        overrides = tiny_detector_overrides(name, Path(tmp))
         det = create_detector(name, **overrides)
         det = det.add_support(images, labels) if name.startswith("ftnet") else det.fit(images, labels)
         scores = det.score(images)

@@ -53,21 +53,10 @@ def test_threshold_and_band_are_chosen_on_held_out_scores() -> None:
 
 def _build(name: str, tmp: Path) -> Detector:
     """A small instance of every registry entry, fitted or given supports."""
-    from tests.test_contracts import _tiny_clip
+    from tests.test_contracts import tiny_detector_overrides
 
-    if "clip" in name:
-        over: dict = {
-            "backbone_kwargs": _tiny_clip(tmp),
-            "patch_size": 32,
-            "layer": "pooled" if name.startswith("univfd") else "block1-cls",
-        }
-    elif name.startswith(("ftnet", "univfd", "dpgnet")):
-        over = {"backbone_kwargs": RANDOM_BACKBONE, "backbone": "aigclab-tiny", "layer": "block2"}
-    else:
-        over = {"epochs": 1, "channels": (8, 8, 16, 16)}
-    if "ftnet-t" in name:
-        over["finetune_epochs"] = 2
-    det = create_detector(name, **over)
+    (tmp / name).mkdir()  # each its own local weight files
+    det = create_detector(name, **tiny_detector_overrides(name, tmp / name))
     return det.add_support(IMAGES, LABELS) if name.startswith("ftnet") else det.fit(IMAGES, LABELS)
 
 

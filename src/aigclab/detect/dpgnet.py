@@ -58,7 +58,7 @@ from safetensors import safe_open
 from torch import nn
 
 from aigclab._config import Config
-from aigclab.detect.base import DETECTORS, Detector, save_tensors
+from aigclab.detect.base import DETECTORS, Detector, restore_decision, save_tensors
 from aigclab.errors import AigclabError, ConfigError
 
 if TYPE_CHECKING:
@@ -442,7 +442,7 @@ class DPGNet(Detector):
             raise AigclabError(f"{path}: tensors do not fit its DPGNet config: {', '.join(sorted(bad)[:3])}")
         det.model.load_state_dict(state, strict=False)
         det.model.eval()
-        return det
+        return restore_decision(det, path)
 
 
 def _variant(preset: str):  # type: ignore[no-untyped-def]

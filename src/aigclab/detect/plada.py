@@ -50,7 +50,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 from torch import nn
 
-from aigclab.detect.base import DETECTORS, Detector, FeatureConfig, save_tensors
+from aigclab.detect.base import DETECTORS, Detector, FeatureConfig, restore_decision, save_tensors
 from aigclab.errors import AigclabError, ConfigError
 
 if TYPE_CHECKING:
@@ -478,7 +478,7 @@ class PLADA(Detector):
         det.net.load_state_dict(load_file(path))
         det.net.eval()
         det.trained = True
-        return det
+        return restore_decision(det, path)
 
 
 def _variant(preset: str):  # type: ignore[no-untyped-def]

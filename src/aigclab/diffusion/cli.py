@@ -137,7 +137,6 @@ def _inverted(model: str, weights: Path | None, image: Path, mask: Path, steps: 
     from aigclab.diffusion import load_model
     from aigclab.diffusion.jacobian_edit import invert, read_image, read_mask
 
-    torch.set_grad_enabled(False)
     dm = load_model(model, weights)
     size = dm.shape[-1]
     if dm.decoder is not None:
@@ -146,7 +145,8 @@ def _inverted(model: str, weights: Path | None, image: Path, mask: Path, steps: 
         raise AigclabError(f"model {model!r}: edits need a pixel-space model (ddpm or tiny)")
     x, m = read_image(image, size), read_mask(mask, size)
     t0 = min(EDIT_T0, dm.train_timesteps // 2)
-    return dm, invert(dm, x, t0, steps), m, t0
+    with torch.no_grad():
+        return dm, invert(dm, x, t0, steps), m, t0
 
 
 def _save_strip(images, out: Path, cols: int, scale: int) -> None:  # type: ignore[no-untyped-def]
@@ -185,7 +185,8 @@ def directions(
         found = find_directions(dm, xt, t0, m, k, projection, iters=iters, seed=seed)  # type: ignore[arg-type]
     rows = []
     for i, u in enumerate(found.u):
-        strip = edit(dm, xt, t0, steps, u, [-strength * found.h_norm, 0.0, strength * found.h_norm])
+        with torch.no_grad():
+            strip = edit(dm, xt, t0, steps, u, [-strength * found.h_norm, 0.0, strength * found.h_norm])
         ratio = locality(strip[[0, 2]], strip[1:2], m).mean()
         console.print(f"direction {i}: sigma {found.sigma[i]:.4f}  locality (in/out change) {ratio:.1f}")
         rows.append(strip)
@@ -222,7 +223,8 @@ def edit_image(
     with torch.enable_grad():
         found = find_directions(dm, xt, t0, m, direction + 1, projection, iters=iters, seed=seed)  # type: ignore[arg-type]
     strengths = [f * strength * found.h_norm for f in (-1.0, -0.5, 0.0, 0.5, 1.0)]
-    strip = edit(dm, xt, t0, steps, found.u[direction], strengths, edit_steps)
+    with torch.no_grad():
+        strip = edit(dm, xt, t0, steps, found.u[direction], strengths, edit_steps)
     ratio = locality(strip[[0, 1, 3, 4]], strip[2:3], m).mean()
     _save_strip(torch.cat([read_image(image, dm.shape[-1]), strip]), out, 6, scale)
     console.print(f"direction {direction} ({projection}): locality (in/out change) {ratio:.1f} -> {out}")
