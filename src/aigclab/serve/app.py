@@ -201,7 +201,9 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, err: StarletteHTTPException) -> JSONResponse:
-        code = {404: "not_found", 405: "method_not_allowed"}.get(err.status_code, "http_error")
+        code = {400: "malformed_body", 404: "not_found", 405: "method_not_allowed"}.get(
+            err.status_code, "http_error"
+        )
         return body(err.status_code, code, str(err.detail), getattr(err, "headers", None))
 
     @app.exception_handler(Exception)

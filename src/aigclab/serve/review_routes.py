@@ -80,7 +80,7 @@ def review_router(service: Service, require_key: Callable[..., None]) -> APIRout
     @router.post(
         "/decision",
         dependencies=[Depends(require_key)],
-        responses=error_responses(401, 404, 422),
+        responses=error_responses(400, 401, 404, 422),
     )
     def decision(body: Decision) -> dict[str, Any]:
         """Accept, edit or reject one proposal; written at once to the store (source 'web')."""
