@@ -88,6 +88,41 @@ def test_browser_uploads_an_image_and_reads_the_verdict(tmp_path: Path) -> None:
         browser.quit()
 
 
+def test_browser_review_page_accepts_and_edits_into_the_store(tmp_path: Path) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+    from test_serve_api import _store_with_proposals
+
+    from aigclab.explain.annotation_store import AnnotationStore
+
+    data = tmp_path / "data"
+    data.mkdir()
+    _store_with_proposals(data / "anomagent.db", tmp_path / "scene.png")
+    browser = _browser()
+    try:
+        with live_server(create_app(make_service(data))) as url:
+            browser.get(url + "/review")
+            wait = WebDriverWait(browser, 60)
+            cards = wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, ".proposal"))
+            assert len(cards) == 3
+            cards[0].find_element(By.CSS_SELECTOR, "button.accept").click()
+            name = cards[1].find_element(By.CSS_SELECTOR, "input[name=name]")
+            name.clear()
+            name.send_keys("the clock")
+            cards[1].find_element(By.CSS_SELECTOR, "button.edit").click()
+            cards[2].find_element(By.CSS_SELECTOR, "button.reject").click()
+            wait.until(
+                lambda b: all("reviewed" in c.find_element(By.CSS_SELECTOR, ".state").text for c in cards)
+            )
+    finally:
+        browser.quit()
+    store = AnnotationStore(data / "anomagent.db", create=False)
+    assert [p.review for p in store.proposals()] == ["accepted", "edited", "rejected"]
+    records, _ = store.export_reviewed()
+    assert [q.name for q in records[0].anomalies] == ["thing 0", "the clock"]
+    store.close()
+
+
 schemathesis = pytest.importorskip("schemathesis")
 
 
