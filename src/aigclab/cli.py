@@ -24,6 +24,7 @@ PARTS: dict[str, str] = {
     "diffusion": "low-bit diffusion quantization (MPQ-DM and baselines), sampling and FID",
     "models": "fetch pretrained backbones from package registries (nsfwjs) into the user's cache",
     "security": "quantization-conditioned backdoors: train, evaluate through real toolchains, scan",
+    "serve": "HTTP API and web page: detect, explain, review AnomAgent quadruples (needs the serve extra)",
 }
 
 # Modules whose import fills the registries (`aigclab info` and the contract test import them all).

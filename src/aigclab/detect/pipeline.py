@@ -42,7 +42,18 @@ from aigclab.parallel import Engine, imap
 if TYPE_CHECKING:
     from aigclab.detect.base import Detector
 
-__all__ = ["CHUNK", "FileKey", "Item", "Prep", "bound_aspect", "cut_patches", "detect_stream", "file_key"]
+__all__ = [
+    "CHUNK",
+    "FileKey",
+    "Item",
+    "Prep",
+    "bound_aspect",
+    "cut_patches",
+    "detect_stream",
+    "file_key",
+    "prepare_image",
+    "score_items",
+]
 
 CHUNK = 4  # files per call to a local decode worker
 RAY_CHUNK = 16  # files per Ray task (decode and score)
@@ -152,6 +163,11 @@ def _prepare(key: FileKey, prep: Prep) -> Item:
         image = decode_image(key.path)
     except ImageError as err:
         return Item(key, error=err.cause)
+    return prepare_image(key, image, prep)
+
+
+def prepare_image(key: FileKey, image: np.ndarray, prep: Prep) -> Item:
+    """A decoded image as the detector's input: its patches (``cut``) or the image, aspect bounded."""
     image, note = bound_aspect(image, prep.patch_size, prep.max_patches)
     if prep.cut and min(image.shape[:2]) >= prep.patch_size:
         return Item(key, cut_patches(image, prep.patch_size, prep.max_patches), cut=True, note=note)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -29,7 +29,17 @@ from aigclab.explain.prompts import forensic_messages
 from aigclab.explain.reference import strength
 from aigclab.explain.schema import Evidence, Explanation, Verdict
 
-__all__ = ["EXPLAINERS", "ExplainResult", "create_explainer", "explain_image", "save_heatmap"]
+if TYPE_CHECKING:
+    from PIL import Image
+
+__all__ = [
+    "EXPLAINERS",
+    "ExplainResult",
+    "create_explainer",
+    "explain_image",
+    "heatmap_overlay",
+    "save_heatmap",
+]
 
 
 class Explainer(Protocol):
@@ -182,8 +192,8 @@ def explain_image(
     )
 
 
-def save_heatmap(path: str | Path, image: np.ndarray, heat: np.ndarray) -> Path:
-    """The image with the attribution map overlaid (jet colour map, 45% opacity), as PNG."""
+def heatmap_overlay(image: np.ndarray, heat: np.ndarray) -> Image.Image:
+    """The image with the attribution map overlaid (jet colour map, 45% opacity); small ones enlarged."""
     from matplotlib import colormaps
     from PIL import Image
 
@@ -193,5 +203,10 @@ def save_heatmap(path: str | Path, image: np.ndarray, heat: np.ndarray) -> Path:
     pil = Image.fromarray(out)
     if scale > 1:
         pil = pil.resize((out.shape[1] * scale, out.shape[0] * scale), Image.Resampling.NEAREST)
-    pil.save(path)
+    return pil
+
+
+def save_heatmap(path: str | Path, image: np.ndarray, heat: np.ndarray) -> Path:
+    """`heatmap_overlay` saved as PNG."""
+    heatmap_overlay(image, heat).save(path)
     return Path(path)
