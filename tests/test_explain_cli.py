@@ -23,7 +23,7 @@ def test_explain_writes_records_and_heat_maps(tmp_path: Path) -> None:
     )
     assert result.exit_code == 0, result.output
     rows = [json.loads(line) for line in out.read_text().splitlines()]
-    assert rows[0]["explanation"]["verdict"]["label"] in ("real", "fake") and rows[1]["skipped"]
+    assert rows[0]["explanation"]["verdict"]["label"] in ("real", "fake", "uncertain") and rows[1]["skipped"]
     assert set(rows[0]["cues"]) == {"spectral_peaks", "noise_residual", "jpeg_grid", "colour"}
     assert Image.open(rows[0]["heatmap"]).size == (256, 256)
     assert "No language model was used" in result.output

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar, runtime_checkable
@@ -188,14 +189,22 @@ def _kwargs_hash(kwargs: dict[str, Any]) -> str:
 
 _MEMORY: dict[str, dict[str, np.ndarray]] = {}  # extractor key -> image hash -> feature (this process)
 _MEMORY_LIMIT = 500_000  # features kept in memory over all extractors
+_MEMORY_LOCK = threading.Lock()  # the server scores from several threads
 
 
 def _remember(key: str, hashes: Sequence[str], feats: np.ndarray) -> None:
-    if sum(len(v) for v in _MEMORY.values()) + len(hashes) > _MEMORY_LIMIT:
-        _MEMORY.clear()
-    store = _MEMORY.setdefault(key, {})
-    for h, f in zip(hashes, feats, strict=True):
-        store[h] = f
+    with _MEMORY_LOCK:
+        if sum(len(v) for v in _MEMORY.values()) + len(hashes) > _MEMORY_LIMIT:
+            _MEMORY.clear()
+        store = _MEMORY.setdefault(key, {})
+        for h, f in zip(hashes, feats, strict=True):
+            store[h] = f
+
+
+def _recall(key: str, hashes: Sequence[str]) -> dict[int, np.ndarray]:
+    with _MEMORY_LOCK:
+        memory = _MEMORY.get(key, {})
+        return {i: memory[h] for i, h in enumerate(hashes) if h in memory}
 
 
 def _extract_chunk(job: tuple[str, dict[str, Any], str, np.ndarray]) -> np.ndarray:
@@ -267,9 +276,8 @@ class FeatureExtractor:
                 path = self.cache_dir / f"{k}.npy"
                 if path.is_file():
                     found[i] = np.load(path)
-        memory = _MEMORY.get(self.key, {})
         new = [i for i in range(len(keys)) if i not in found]
-        found.update({i: memory[keys[i]] for i in new if keys[i] in memory})
+        found.update({new[j]: f for j, f in _recall(self.key, [keys[i] for i in new]).items()})
         missing = [i for i in range(len(keys)) if i not in found]
         if missing:
             found.update(zip(missing, self._compute(images[missing]).astype(np.float32), strict=True))

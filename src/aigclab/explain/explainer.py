@@ -52,6 +52,7 @@ class Explainer(Protocol):
         strengths: dict[str, float],
         probability: float,
         region: list[int] | None,
+        label: str = "",
     ) -> Explanation: ...
 
 
@@ -70,7 +71,8 @@ class CueExplainer:
 
     name = "cues"
 
-    def explain(self, image, cues, strengths, probability, region):  # type: ignore[no-untyped-def]
+    def explain(self, image, cues, strengths, probability, region, label=""):  # type: ignore[no-untyped-def]
+        """`label` is the detector's verdict at its calibrated threshold (default: 0.5)."""
         evidence = [
             Evidence(attribute=_ATTRIBUTE[n], finding=c.finding, strength=round(strengths[n], 3))
             for n, c in sorted(cues.items(), key=lambda kv: -strengths[kv[0]])
@@ -85,7 +87,7 @@ class CueExplainer:
                     finding="the detector's evidence is concentrated in this region (see the heat map)",
                 ),
             )
-        label = "fake" if probability >= 0.5 else "real"
+        label = label or ("fake" if probability >= 0.5 else "real")
         top = [e for e in evidence if e.attribute != "detector attribution" and e.strength >= 0.8]
         unusual = "; ".join(
             f"{e.finding} (stronger than {100 * e.strength:.0f}% of real photos)" for e in top[:2]
@@ -117,7 +119,7 @@ class ChatExplainer:
         self.name = backend
         self.backend = create_backend(backend, **backend_kwargs)
 
-    def explain(self, image, cues, strengths, probability, region):  # type: ignore[no-untyped-def]
+    def explain(self, image, cues, strengths, probability, region, label=""):  # type: ignore[no-untyped-def]
         msgs = forensic_messages(image, cues, strengths, probability)
         return self.backend.structured(msgs, Explanation)
 
@@ -186,7 +188,9 @@ def explain_image(
     cues = compute_cues(image, size)
     strengths = {n: strength(n, c.score, reference) for n, c in cues.items()}
     heat = attribution_map(image, detector.score, size)
-    explanation = explainer.explain(image, cues, strengths, probability, _top_region(heat))
+    verdicts = getattr(detector, "verdicts", None)  # the detector's calibrated threshold and band
+    label = verdicts([probability])[0] if verdicts is not None else ""
+    explanation = explainer.explain(image, cues, strengths, probability, _top_region(heat), label)
     return ExplainResult(
         explanation, probability, cues, strengths, heat, explainer.name, 1000 * (time.perf_counter() - t0)
     )

@@ -27,7 +27,7 @@ class _Strict(BaseModel):
 
 
 class Verdict(_Strict):
-    label: Literal["real", "fake"]
+    label: Literal["real", "fake", "uncertain"]
     probability: float = Field(ge=0.0, le=1.0, description="probability that the image is AI-generated")
 
 
