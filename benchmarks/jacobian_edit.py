@@ -104,6 +104,7 @@ def main(smoke: bool = False) -> None:
     loc: dict[str, list[float]] = {k: [] for k in kinds}
     loc_q: dict[str, list[float]] = {k: [] for k in ("unprojected", "projected", "random")}
     loc_mask: dict[str, dict[str, float]] = {}
+    inside: dict[str, list[float]] = {k: [] for k in kinds}
     why: dict[str, list[float]] = {
         k: []
         for k in (
@@ -159,6 +160,8 @@ def main(smoke: bool = False) -> None:
             edited = {k: sample_from(model, xt, T0, STEPS, h_norm * d) for k, d in dirs.items()}
             for k in dirs:
                 loc[k] += locality(edited[k], base, mask).tolist()
+                change = (edited[k] - base).pow(2).mean(1, keepdim=True)
+                inside[k] += ((change * mask).sum((1, 2, 3)) / mask.sum()).tolist()
             for k in loc_q:
                 loc_q[k] += locality(
                     sample_from(model, xt, T0, STEPS, 0.25 * h_norm * dirs[k]), base, mask
@@ -195,6 +198,12 @@ def main(smoke: bool = False) -> None:
         "locality": {k: float(np.mean(v)) for k, v in loc.items()},
         "locality_spread": {k: spread(v) for k, v in loc.items()},
         "locality_by_mask": loc_mask,
+        "locality_per_pair": {k: [round(x, 4) for x in v] for k, v in loc.items()},
+        "projection_paired_relative_change": {
+            k: spread([p / u - 1 for p, u in zip(loc[k], loc["unprojected"], strict=True)])
+            for k in ("per_direction", "nullspace_r3", "projected")
+        },
+        "inside_mask_mse": {k: spread(v) for k, v in inside.items()},
         "locality_quarter_strength": {k: spread(v) for k, v in loc_q.items()},
         "projection_diagnostics": {k: spread(v) for k, v in why.items()},
         "semantics": semantics,
@@ -267,4 +276,7 @@ def markdown(r: dict) -> str:  # type: ignore[type-arg]
 if __name__ == "__main__":
     import sys
 
-    main(smoke="--smoke" in sys.argv)
+    if "--markdown" in sys.argv:  # re-render the table from the JSON
+        (OUT / "jacobian_edit.md").write_text(markdown(json.loads((OUT / "jacobian_edit.json").read_text())))
+    else:
+        main(smoke="--smoke" in sys.argv)
