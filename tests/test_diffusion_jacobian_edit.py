@@ -134,6 +134,7 @@ def test_cli_directions_and_edit_write_images(tmp_path) -> None:  # type: ignore
     mask[2:8, 2:8] = 255
     Image.fromarray(mask).save(tmp_path / "mask.png")
     common = ["--mask", str(tmp_path / "mask.png"), "--model", "tiny", "--steps", "3", "--iters", "3"]
+    common += ["--null-rank", "3"]
     img = str(tmp_path / "img.png")
     res = CliRunner().invoke(app, ["directions", img, *common, "--k", "2", "--out", str(tmp_path / "p.png")])
     assert res.exit_code == 0, res.output
@@ -146,6 +147,9 @@ def test_cli_directions_and_edit_write_images(tmp_path) -> None:  # type: ignore
     assert Image.open(tmp_path / "s.png").size == (4 * (6 * 18 + 2), 4 * 20)
     Image.fromarray(np.zeros((16, 16), np.uint8)).save(tmp_path / "empty.png")
     bad = [*common[2:], "--mask", str(tmp_path / "empty.png")]
+    res = CliRunner().invoke(app, ["edit", img, *common, "--null-rank", "0"])
+    assert res.exit_code != 0
+    assert "null_rank" in str(res.exception)
     res = CliRunner().invoke(app, ["edit", img, *bad])
     assert res.exit_code != 0
     assert "empty.png" in str(res.exception)

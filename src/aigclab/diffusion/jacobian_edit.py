@@ -280,6 +280,8 @@ def find_directions(
     """
     if mask.shape[-2:] != xt.shape[-2:]:
         raise AigclabError(f"mask is {tuple(mask.shape[-2:])}, image is {tuple(xt.shape[-2:])}")
+    if null_rank is not None and null_rank < 1:
+        raise AigclabError(f"null_rank must be >= 1, got {null_rank}")
     start = time.perf_counter()
     gen = torch.Generator().manual_seed(seed)
     h = bottleneck_at(model, xt, t0)
