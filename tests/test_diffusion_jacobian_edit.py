@@ -8,12 +8,14 @@ from torch import nn
 from torch.func import jacrev
 
 from aigclab.diffusion.jacobian_edit import (
+    ATTRIBUTES,
     box_mask,
     edit,
     find_directions,
     invert,
     power_iteration,
     project_away,
+    region_attributes,
     sample_from,
 )
 from aigclab.diffusion.models import load_model
@@ -45,9 +47,26 @@ def test_power_iteration_matches_explicit_jacobian_svd() -> None:
     jac = jacrev(f)(h).reshape(3 * 8 * 8, 4 * 4 * 4)
     _, s, vh = torch.linalg.svd(jac)
     u, sigma = power_iteration(f, h, 3, torch.Generator().manual_seed(2), iters=500, tol=1e-12)
-    assert torch.allclose(sigma, s[:3], rtol=1e-3)
+    assert torch.allclose(sigma[:, 0], s[:3], rtol=1e-3)
     cos = (u.flatten(1) @ vh[:3].T).abs().diagonal()
     assert (cos > 0.99).all(), cos
+
+
+def test_batched_power_iteration_solves_each_sample_on_its_own() -> None:
+    net = _tiny_net()
+    mask = box_mask(8, 2, 2, 4, 4)
+
+    def f(h: torch.Tensor) -> torch.Tensor:
+        return net(h) * mask
+
+    h = torch.randn(2, 4, 4, 4, generator=torch.Generator().manual_seed(3))
+    u, sigma = power_iteration(f, h, 2, torch.Generator().manual_seed(4), iters=400, tol=1e-12)
+    assert u.shape == (2, 2, 4, 4, 4) and sigma.shape == (2, 2)
+    for b in range(2):
+        jac = jacrev(f)(h[b : b + 1]).reshape(3 * 8 * 8, 4 * 4 * 4)
+        _, s, vh = torch.linalg.svd(jac)
+        assert torch.allclose(sigma[:, b], s[:2], rtol=1e-3)
+        assert ((u[:, b].flatten(1) @ vh[:2].T).abs().diagonal() > 0.99).all()
 
 
 def test_projections_are_orthogonal_to_what_they_project_against() -> None:
@@ -115,6 +134,7 @@ def test_cli_directions_and_edit_write_images(tmp_path) -> None:  # type: ignore
     mask[2:8, 2:8] = 255
     Image.fromarray(mask).save(tmp_path / "mask.png")
     common = ["--mask", str(tmp_path / "mask.png"), "--model", "tiny", "--steps", "3", "--iters", "3"]
+    common += ["--null-rank", "3"]
     img = str(tmp_path / "img.png")
     res = CliRunner().invoke(app, ["directions", img, *common, "--k", "2", "--out", str(tmp_path / "p.png")])
     assert res.exit_code == 0, res.output
@@ -127,6 +147,30 @@ def test_cli_directions_and_edit_write_images(tmp_path) -> None:  # type: ignore
     assert Image.open(tmp_path / "s.png").size == (4 * (6 * 18 + 2), 4 * 20)
     Image.fromarray(np.zeros((16, 16), np.uint8)).save(tmp_path / "empty.png")
     bad = [*common[2:], "--mask", str(tmp_path / "empty.png")]
+    res = CliRunner().invoke(app, ["edit", img, *common, "--null-rank", "0"])
+    assert res.exit_code != 0
+    assert "null_rank" in str(res.exception)
     res = CliRunner().invoke(app, ["edit", img, *bad])
     assert res.exit_code != 0
     assert "empty.png" in str(res.exception)
+
+
+def test_region_attributes_measure_what_they_name_inside_the_mask_only() -> None:
+    mask = box_mask(16, 0, 0, 8, 8)
+    grey = torch.zeros(1, 3, 16, 16)
+    a = dict(zip(ATTRIBUTES, region_attributes(grey, mask)[0].tolist(), strict=True))
+    assert a["saturation"] == pytest.approx(0) and a["contrast"] == pytest.approx(0)
+    assert a["brightness"] == pytest.approx(0.5) and a["edge_energy"] == pytest.approx(0)
+    outside = grey.clone()
+    outside[..., 8:, :] = 1.0  # a change outside the mask is not seen
+    assert torch.allclose(region_attributes(outside, mask), region_attributes(grey, mask))
+    red = grey.clone()
+    red[:, 0] = 0.8
+    r = dict(zip(ATTRIBUTES, region_attributes(red, mask)[0].tolist(), strict=True))
+    assert r["red_green"] > 0.3 and r["blue_yellow"] < 0 and r["saturation"] > 0.3
+    stripes = grey.clone()
+    stripes[..., ::2] = -1.0  # columns alternate: vertical edges
+    s = dict(zip(ATTRIBUTES, region_attributes(stripes, mask)[0].tolist(), strict=True))
+    assert s["edge_orientation"] > 0.4 and s["contrast"] > 0.2
+    t = dict(zip(ATTRIBUTES, region_attributes(stripes.transpose(2, 3), mask)[0].tolist(), strict=True))
+    assert t["edge_orientation"] == pytest.approx(-s["edge_orientation"])

@@ -127,7 +127,8 @@ def fid(
 
 EDIT_T0 = 500
 PROJECTION_HELP = (
-    "nullspace (full null space of the unmasked region), per-direction (the seed's code) or none"
+    "nullspace (orthogonal to the top --null-rank directions of the unmasked region), per-direction "
+    "(the seed's code: minus the same-index unmasked direction) or none"
 )
 
 
@@ -168,6 +169,7 @@ def directions(
     out: Path = typer.Option(Path("directions.png"), help="preview PNG: one row per direction, -s / 0 / +s"),
     strength: float = typer.Option(1.0, help="preview shift, in units of the bottleneck norm ||h||"),
     projection: str = typer.Option("nullspace", help=PROJECTION_HELP),
+    null_rank: int | None = typer.Option(None, help="unmasked directions projected away (default: k)"),
     steps: int = typer.Option(10, help="DDIM inversion and sampling steps"),
     iters: int = typer.Option(20, help="power iterations per direction"),
     model: str = typer.Option("ddpm", help="ddpm (the zoo's pixel DDPM) or tiny"),
@@ -182,7 +184,7 @@ def directions(
 
     dm, xt, m, t0 = _inverted(model, weights, image, mask, steps)
     with torch.enable_grad():
-        found = find_directions(dm, xt, t0, m, k, projection, iters=iters, seed=seed)  # type: ignore[arg-type]
+        found = find_directions(dm, xt, t0, m, k, projection, null_rank, iters, seed)  # type: ignore[arg-type]
     rows = []
     for i, u in enumerate(found.u):
         with torch.no_grad():
@@ -202,6 +204,7 @@ def edit_image(
     strength: float = typer.Option(1.0, help="largest shift, in units of the bottleneck norm ||h||"),
     out: Path = typer.Option(Path("strip.png"), help="strip PNG: input, then -s .. +s in 5 steps"),
     projection: str = typer.Option("nullspace", help=PROJECTION_HELP),
+    null_rank: int | None = typer.Option(None, help="unmasked directions projected away (default: k)"),
     steps: int = typer.Option(10, help="DDIM inversion and sampling steps"),
     edit_steps: int | None = typer.Option(None, help="shift h at the first N sampling steps (default all)"),
     iters: int = typer.Option(20, help="power iterations per direction"),
@@ -221,7 +224,7 @@ def edit_image(
         raise AigclabError(f"--direction must be >= 0, got {direction}")
     dm, xt, m, t0 = _inverted(model, weights, image, mask, steps)
     with torch.enable_grad():
-        found = find_directions(dm, xt, t0, m, direction + 1, projection, iters=iters, seed=seed)  # type: ignore[arg-type]
+        found = find_directions(dm, xt, t0, m, direction + 1, projection, null_rank, iters, seed)  # type: ignore[arg-type]
     strengths = [f * strength * found.h_norm for f in (-1.0, -0.5, 0.0, 0.5, 1.0)]
     with torch.no_grad():
         strip = edit(dm, xt, t0, steps, found.u[direction], strengths, edit_steps)

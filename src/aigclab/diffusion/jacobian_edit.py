@@ -54,10 +54,12 @@ __all__ = [
     "find_directions",
     "invert",
     "locality",
+    "masked_eps",
     "power_iteration",
     "project_away",
     "read_image",
     "read_mask",
+    "region_attributes",
     "sample_from",
     "timestep_grid",
     "to_uint8",
@@ -153,7 +155,7 @@ def sample_from(
 # --- Jacobian products and power iteration ---------------------------------------------------------------
 
 
-def _masked_eps(model: DiffusionModel, xt: torch.Tensor, t: int, mask: torch.Tensor) -> Callable:  # type: ignore[type-arg]
+def masked_eps(model: DiffusionModel, xt: torch.Tensor, t: int, mask: torch.Tensor) -> Callable:  # type: ignore[type-arg]
     """f(h) = eps(x_t, t; h) * mask for one image ``xt`` (1, 3, H, W): h replaces the middle-block output."""
 
     def f(h: torch.Tensor) -> torch.Tensor:
@@ -184,36 +186,47 @@ def power_iteration(
     iters: int = 50,
     tol: float = 1e-5,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Top-``k`` right singular vectors (k, *h.shape) and singular values of J = df/dh at ``h``.
+    """Top-``k`` right singular vectors (k, *h.shape) and singular values (k, B) of J = df/dh at ``h``.
 
+    The B = ``h.shape[0]`` samples are independent problems (f must map each sample of the batch on its own,
+    as a UNet does), solved together in one batched pass: dot products, norms and deflation are per sample.
     Each direction is found by power iteration on J^T J (J u by forward mode, J^T v by reverse mode, the
-    reverse pass built once and reused), deflated against the directions found before it; it stops when the
-    eigenvalue changes by less than ``tol`` (relative) or after ``iters`` iterations.
+    reverse pass built once and reused), deflated against the directions found before it; it stops when every
+    sample's eigenvalue changes by less than ``tol`` (relative) or after ``iters`` iterations.
     """
     pullback = vjp(f, h)[1]
     found: list[torch.Tensor] = []
-    sigmas: list[float] = []
+    sigmas: list[torch.Tensor] = []
     for _ in range(k):
         u = _deflate(torch.randn(h.shape, generator=generator), found)
-        u = u / u.norm()
-        eig = 0.0
+        u = u / _norm(u)
+        eig = torch.zeros(len(h))
         for _ in range(iters):
             ju = jvp(f, (h,), (u,))[1]
             w = _deflate(pullback(ju)[0], found)
-            new_eig = float((w * u).sum().detach())
-            u = w / w.norm().clamp_min(1e-30)
-            if abs(new_eig - eig) <= tol * max(abs(new_eig), 1e-30):
-                eig = new_eig
-                break
+            new_eig = _dot(w, u).flatten().detach()
+            u = w / _norm(w).clamp_min(1e-30)
+            done = bool(((new_eig - eig).abs() <= tol * new_eig.abs().clamp_min(1e-30)).all())
             eig = new_eig
+            if done:
+                break
         found.append(u.detach())
-        sigmas.append(max(eig, 0.0) ** 0.5)
-    return torch.stack(found), torch.tensor(sigmas)
+        sigmas.append(eig.clamp_min(0.0).sqrt())
+    return torch.stack(found), torch.stack(sigmas)
+
+
+def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Per-sample inner product, shaped to broadcast against a sample: (B, 1, 1, ...)."""
+    return (a * b).flatten(1).sum(1).reshape(-1, *[1] * (a.dim() - 1))
+
+
+def _norm(a: torch.Tensor) -> torch.Tensor:
+    return _dot(a, a).sqrt()
 
 
 def _deflate(u: torch.Tensor, found: list[torch.Tensor]) -> torch.Tensor:
     for v in found:
-        u = u - (u * v).sum() * v
+        u = u - _dot(u, v) * v
     return u
 
 
@@ -267,15 +280,17 @@ def find_directions(
     """
     if mask.shape[-2:] != xt.shape[-2:]:
         raise AigclabError(f"mask is {tuple(mask.shape[-2:])}, image is {tuple(xt.shape[-2:])}")
+    if null_rank is not None and null_rank < 1:
+        raise AigclabError(f"null_rank must be >= 1, got {null_rank}")
     start = time.perf_counter()
     gen = torch.Generator().manual_seed(seed)
     h = bottleneck_at(model, xt, t0)
-    u, sigma = power_iteration(_masked_eps(model, xt, t0, mask), h, k, gen, iters)
+    u, sigma = power_iteration(masked_eps(model, xt, t0, mask), h, k, gen, iters)
     if projection != "none":
         r = k if projection == "per-direction" else (null_rank or k)
-        u1, _ = power_iteration(_masked_eps(model, xt, t0, 1 - mask), h, r, gen, iters)
+        u1, _ = power_iteration(masked_eps(model, xt, t0, 1 - mask), h, r, gen, iters)
         u = project_away(u, u1, projection)
-    return Directions(u[:, 0], sigma, float(h.norm()), time.perf_counter() - start, projection)
+    return Directions(u[:, 0], sigma[:, 0], float(h.norm()), time.perf_counter() - start, projection)
 
 
 def edit(
@@ -303,6 +318,36 @@ def locality(edited: torch.Tensor, base: torch.Tensor, mask: torch.Tensor) -> to
     inside = (change * mask).sum((1, 2, 3)) / mask.sum()
     outside = (change * (1 - mask)).sum((1, 2, 3)) / (1 - mask).sum()
     return inside / outside.clamp_min(1e-12)
+
+
+ATTRIBUTES = (
+    "brightness", "saturation", "red_green", "blue_yellow", "contrast", "edge_energy", "edge_orientation",
+)  # fmt: skip
+
+
+def region_attributes(images: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Attributes of images (N, 3, H, W) in [-1, 1] inside ``mask`` (1, 1, H, W), one column per `ATTRIBUTES`.
+
+    Defined by construction on pixels in [0, 1]: mean luma, mean HSV saturation, mean R - G and
+    B - (R + G) / 2 (the opponent colour axes, so a hue shift shows up in them), luma standard deviation
+    (contrast), mean |horizontal| + |vertical| luma difference (edge energy) and their difference
+    (edge orientation: > 0 when vertical edges dominate).
+    """
+    x = (images.clamp(-1, 1) + 1) / 2
+    r, g, b = x[:, 0], x[:, 1], x[:, 2]
+    luma = 0.299 * r + 0.587 * g + 0.114 * b
+    m = mask[:, 0]
+
+    def mean(a: torch.Tensor, w: torch.Tensor = m) -> torch.Tensor:
+        return (a * w).sum((1, 2)) / w.sum().clamp_min(1e-12)
+
+    hi, lo = x.max(1).values, x.min(1).values
+    bright = mean(luma)
+    contrast = mean((luma - bright[:, None, None]) ** 2).sqrt()
+    ex = mean((luma[:, :, 1:] - luma[:, :, :-1]).abs(), m[:, :, 1:] * m[:, :, :-1])
+    ey = mean((luma[:, 1:] - luma[:, :-1]).abs(), m[:, 1:] * m[:, :-1])
+    cols = [bright, mean((hi - lo) / hi.clamp_min(1e-6)), mean(r - g), mean(b - (r + g) / 2), contrast]
+    return torch.stack([*cols, ex + ey, ex - ey], dim=1)
 
 
 def _open_rgb(path: Path, size: int, resample: int) -> np.ndarray:
