@@ -288,6 +288,14 @@ def headline(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
         )
         + f". Best raw AUC: {best_raw}."
     )
+    lines.append(
+        "AUC lost to compression (raw minus compressed mean, ± over seeds), smallest first: "
+        + "; ".join(
+            f"{m} {auc[m]['drop'].mean():+.3f} ± {auc[m]['drop'].std():.3f}"
+            for m in sorted(runs, key=lambda m: auc[m]["drop"].mean())
+        )
+        + "."
+    )
     base = [m for m in BASELINES if m in runs]
     if "plada" in runs and base:
         strongest = max(base, key=lambda m: auc[m]["compressed"].mean())
@@ -453,7 +461,7 @@ def write_markdown(res: dict[str, Any], path: Path) -> None:
     if "token_layer_validation" in res:
         val = res["token_layer_validation"]
         rows = [
-            {"layer": layer} | {c: f"{v[c]['auc']:.3f} / {v[c]['acc']:.3f}" for c in v}
+            {"tokens": layer} | {c: f"{v[c]['auc']:.3f} / {v[c]['acc']:.3f}" for c in v}
             for layer, v in val.items()
         ]
         lines += [
