@@ -63,6 +63,8 @@ def _build(name: str, tmp: Path) -> Detector:
         }
     elif name.startswith(("ftnet", "univfd", "dpgnet")):
         over = {"backbone_kwargs": RANDOM_BACKBONE, "backbone": "aigclab-tiny", "layer": "block2"}
+    elif name.startswith("plada"):  # a small transformer over the shipped nsfwjs tokens, one epoch
+        over = {"epochs": 1, "dim": 16, "depth": 1, "heads": 2, "prefix_len": 4, "compress_out": 4}
     else:
         over = {"epochs": 1, "channels": (8, 8, 16, 16)}
     if "ftnet-t" in name:
