@@ -198,8 +198,7 @@ def tiny_detector_overrides(name: str, tmp: Path) -> dict:
         overrides = {"epochs": 1, "dim": 16, "depth": 1, "heads": 2, "prefix_len": 4, "compress_out": 4}
         if "clip" in name:
             overrides |= {"backbone_kwargs": _tiny_clip(tmp), "patch_size": 32, "layer": "block1"}
-        else:
-            overrides["backbone_kwargs"] = {"pretrained": False, "preset": "aigclab-tiny-test"}
+        # plada-tiny reads the shipped pretrained mobilenetv2-nsfwjs, as univfd-tiny does
     elif "clip" in name:
         overrides: dict = {
             "backbone_kwargs": _tiny_clip(tmp),

@@ -142,6 +142,14 @@ def test_train_command_then_main_job(data: MiniSplit, tmp_path: Path) -> None:
     assert len(out.read_text().splitlines()) == 48
 
 
+def test_default_preset_reads_one_nsfwjs_token_per_jpeg_block(data: MiniSplit) -> None:
+    det = create_detector("plada-tiny", **TINY)
+    assert (det.config.backbone, det.config.layer) == ("mobilenetv2-nsfwjs", "block5")  # type: ignore[attr-defined]
+    tokens = det.tokens(data.images[:2])  # type: ignore[attr-defined]
+    assert tokens.shape == (2, 16, 32 * 3 * 3)  # 96 px: 12x12 map of 32 channels -> 4x4 tokens of 8x8 pixels
+    assert det.grid == 4  # type: ignore[attr-defined]
+
+
 def test_plada_reads_tokens_of_a_backbone_with_forward_maps(data: MiniSplit) -> None:
     det = create_detector(
         "plada-tiny",

@@ -22,10 +22,12 @@ PLADA ("Pay Less Attention to Deceptive Artifacts") has two parts, both here:
 Where this differs from the released code (CLIP ViT-L/14 with B2E inside its 24 blocks):
 
 - The blocks are a small transformer of our own, trained here, over the token map of a frozen backbone
-  (``layer``: the embedded ``aigclab-tiny`` CNN's block map for the default; a middle block of CLIP
-  ViT-L/14 from local open_clip weights for ``plada-clip-l14``; any backbone with ``forward_maps``,
-  such as ``mobilenetv2-nsfwjs``, via ``backbone=``). All of its weights train (nothing of it
-  is pretrained); the backbone stays frozen, as CLIP's MLPs are in the paper.
+  (``layer``: for ``plada-tiny``, block5 of the shipped pretrained ``mobilenetv2-nsfwjs`` at 96 px, whose
+  12x12 map of a 32 px patch regroups into 4x4 tokens, one per 8x8 JPEG block; it beat the embedded
+  ``aigclab-tiny`` block2/block3 maps under JPEG on held-out training-family images, see
+  ``benchmarks/detect_compression.py --validate``; a middle block of CLIP ViT-L/14 from local open_clip
+  weights for ``plada-clip-l14``; ``aigclab-tiny`` blocks via ``backbone=``). All of its weights train
+  (nothing of it is pretrained); the backbone stays frozen, as CLIP's MLPs are in the paper.
 - Tokens are computed once per training view (the paper's data are pre-compressed too); random
   horizontal flips act on the token grid. The Gaussian-blur augmentation is left out.
 - Adam at a fixed learning rate for a fixed number of epochs (no early stopping).
@@ -144,7 +146,7 @@ def _feature_map(backbone: nn.Module, x: torch.Tensor, layer: str) -> torch.Tens
         )
         return res["image_intermediates"][0]
     raise ConfigError(
-        f"PLADA reads token maps of 'blockN' layers of aigclab-tiny or open-clip, not {layer!r}"
+        f"PLADA reads 'blockN' token maps of aigclab-tiny, open-clip or a backbone with forward_maps, not {layer!r}"
     )
 
 
