@@ -20,6 +20,7 @@ Run: ``python benchmarks/gamegym_models.py`` -> benchmarks/results/gamegym_model
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import subprocess
@@ -31,13 +32,15 @@ from pathlib import Path
 import numpy as np
 
 # Only light imports at the top: the sandbox workers are spawned and import this module again.
-from aigclab.gamegym.records import Generation, Score, load_samples, read_records
+from aigclab.gamegym.records import Generation, Score, attempt_key, load_samples, read_records
 from aigclab.gamegym.run import execute, score_all
 from aigclab.gamegym.sandbox import SandboxConfig
 
 OUT = Path(__file__).parent / "results"
 WORK = OUT / "gamegym_models"  # the real models' generations (small JSONL, kept with the results)
 BOOT = 2000
+# The CLI's wall limit; 5 CPU-s is 5x what a reference game needs and caps the busy-loop programs' cost.
+SANDBOX = SandboxConfig(wall_s=20, cpu_s=5)
 
 
 def bootstrap_ci(values: list[float], seed: int = 0) -> list[float]:
@@ -80,6 +83,33 @@ def generate_with_cli(name: str, ids: list[str] | None, max_tokens: int) -> Path
     return out
 
 
+def run_and_score(gens, samples, media: Path, workers: int):  # type: ignore[no-untyped-def]
+    """Scores (and sandbox wall seconds) of every generation; programs already scored in an earlier
+    run (same sample, generator and code, cached in `media`/scores.jsonl) are not run again."""
+    cache_path = media / "scores.jsonl"
+    cache = {}
+    if cache_path.is_file():
+        for line in cache_path.read_text().splitlines():
+            item = json.loads(line)
+            cache[tuple(item["key"])] = item
+    todo = [g for g in gens if attempt_key(g.sample_id, g.generator, g.code) not in cache]
+    print(f"{len(gens) - len(todo)} programs scored before; running {len(todo)}")
+    media.mkdir(parents=True, exist_ok=True)
+    with cache_path.open("a") as sink:
+
+        def keep(i: int, attempt) -> None:  # type: ignore[no-untyped-def]
+            (score,) = score_all([attempt], samples)
+            item = {"key": list(attempt.key), "score": score.model_dump(), "wall_s": attempt.wall_s}
+            cache[attempt.key] = item
+            sink.write(json.dumps(item) + "\n")
+            sink.flush()
+
+        execute(todo, SANDBOX, media, probe=False, workers=workers, on_result=keep)
+    items = [cache[attempt_key(g.sample_id, g.generator, g.code)] for g in gens]
+    scores = [Score(**item["score"]) for item in items]
+    return scores, {(s.generator, s.sample_id): item["wall_s"] for s, item in zip(scores, items, strict=True)}
+
+
 def row(scores: list[Score], gens: dict[tuple[str, str], Generation], walls: list[float]) -> dict:
     values = [s.auto_score for s in scores]
     own = [gens[(s.generator, s.sample_id)] for s in scores]
@@ -120,10 +150,8 @@ def main() -> None:
     model_gens = [g for p in model_files for g in read_records(p, Generation) if g.sample_id in ids]
     gens = calibration_generations(samples) + model_gens
     load_before, start = os.getloadavg()[0], time.monotonic()
-    attempts = execute(gens, SandboxConfig(), args.media, probe=False, workers=args.workers)
-    scores = score_all(attempts, samples)
+    scores, wall = run_and_score(gens, samples, Path(args.media), args.workers)
     by_gen = {(g.generator, g.sample_id): g for g in gens}
-    wall = {(a.generator, a.sample_id): a.wall_s for a in attempts}
     names = list(dict.fromkeys(s.generator for s in scores))
     rows = {
         name: row(
@@ -150,7 +178,7 @@ def main() -> None:
         "models": model_names,
         "n_samples": len(samples),
         "settings": {
-            "sandbox": "virtual clock, default limits, probe off",
+            "sandbox": f"virtual clock, wall {SANDBOX.wall_s:g} s, cpu {SANDBOX.cpu_s} s, probe off",
             "generation": f"llamacpp, 1 thread, greedy, max_tokens {args.max_tokens} (as in the CLI runs)",
             "bootstrap": f"{BOOT} resamples, seed 0, 95% percentile interval of the mean auto_score",
         },

@@ -17,12 +17,16 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import urllib.error
+import urllib.parse
 import urllib.request
 import zipfile
 from collections.abc import Callable
@@ -107,8 +111,25 @@ def _copy_hashing(src, dst, h, limit: int | None = None) -> int:  # type: ignore
     return n
 
 
+def _resolve(url: str, timeout: float) -> None:
+    """Look the host up within `timeout` (urllib's timeout does not cover DNS); OSError if it cannot."""
+    host = urllib.parse.urlsplit(url).hostname or ""
+    found: list[object] = []
+
+    def lookup() -> None:
+        with contextlib.suppress(OSError):
+            found.append(socket.getaddrinfo(host, 443))
+
+    thread = threading.Thread(target=lookup, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if not found:
+        raise OSError(f"cannot resolve {host} within {timeout:g} s")
+
+
 def _from_hub(model: GGUFModel, dst: Path, timeout: float) -> str:
     """Download the official file to `dst`; its sha256 (URLError/OSError when the hub is unreachable)."""
+    _resolve(model.url, timeout)
     h = hashlib.sha256()
     with urllib.request.urlopen(model.url, timeout=timeout) as resp, dst.open("wb") as fh:
         _copy_hashing(resp, fh, h)
