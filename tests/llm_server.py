@@ -1,10 +1,11 @@
 """A real HTTP server on 127.0.0.1 speaking the chat-completions protocol, with scripted replies.
 
 Each scripted step is a reply text (str) or a dict with any of ``content``, ``status`` (HTTP code),
-``delay`` (seconds before answering) and ``raw`` (a body sent as is). When the script runs out, the
-last step repeats. A step may also be a callable that takes the request body and returns a step
-(replies that depend on the request). Replies report ``usage`` (whitespace-separated words as tokens).
-Every request body is kept in ``requests`` for assertions.
+``delay`` (seconds before answering), ``raw`` (a body sent as is), ``finish`` (the finish reason,
+default "stop") and, for a request with ``"stream": true``, ``chunk_delay`` (seconds between the
+server-sent events, one per word). Replies carry ``usage`` with one token per word. When the script
+runs out, the last step repeats. A step may also be a callable that takes the request body and
+returns a step (replies that depend on the request). Every request body is kept in ``requests`` for assertions.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ class ScriptedChatServer:
     def __init__(self) -> None:
         self.script: list[Step] = ["ok"]
         self.requests: list[dict[str, Any]] = []
+        self.abandoned = 0  # streams the client closed before the end
         self._lock = threading.Lock()
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._httpd.daemon_threads = True
@@ -37,6 +39,7 @@ class ScriptedChatServer:
         with self._lock:
             self.script = list(steps)
             self.requests = []
+            self.abandoned = 0
 
     def _next(self, body: dict[str, Any]) -> Step:
         with self._lock:
@@ -57,10 +60,13 @@ class ScriptedChatServer:
                 step = {"content": step} if isinstance(step, str) else step
                 time.sleep(step.get("delay", 0))
                 status = step.get("status", 200)
+                if status == 200 and body.get("stream") and "raw" not in step:
+                    self._stream(body, step)
+                    return
                 if "raw" in step:
                     payload = step["raw"].encode()
                 elif status == 200:
-                    payload = json.dumps(_completion(body, step.get("content", ""))).encode()
+                    payload = json.dumps(_completion(body, step.get("content", ""), step)).encode()
                 else:
                     payload = json.dumps({"error": {"message": f"scripted {status}"}}).encode()
                 try:
@@ -72,6 +78,28 @@ class ScriptedChatServer:
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the client gave up (timeout test)
 
+            def _stream(self, body: dict[str, Any], step: dict[str, Any]) -> None:
+                words = step.get("content", "").split(" ")
+                try:
+                    self.send_response(200)
+                    self.send_header("Content-Type", "text/event-stream")
+                    self.end_headers()
+                    for i, word in enumerate(words):
+                        time.sleep(step.get("chunk_delay", 0))
+                        delta = {"content": word if i == 0 else " " + word}
+                        self._event({"choices": [{"index": 0, "delta": delta, "finish_reason": None}]})
+                    self._event(
+                        {"choices": [{"index": 0, "delta": {}, "finish_reason": step.get("finish", "stop")}]}
+                    )
+                    self._event({"choices": [], "usage": _usage(body, step.get("content", ""))})
+                    self.wfile.write(b"data: [DONE]\n\n")
+                except (BrokenPipeError, ConnectionResetError):
+                    server.abandoned += 1  # the client closed the stream
+
+            def _event(self, data: dict[str, Any]) -> None:
+                self.wfile.write(f"data: {json.dumps(data)}\n\n".encode())
+                self.wfile.flush()
+
         return Handler
 
     def close(self) -> None:
@@ -79,14 +107,17 @@ class ScriptedChatServer:
         self._httpd.server_close()
 
 
-def _completion(body: dict[str, Any], content: str) -> dict[str, Any]:
-    prompt = json.dumps(body.get("messages", []))
+def _usage(body: dict[str, Any], content: str) -> dict[str, int]:
+    prompt = sum(len(str(m["content"]).split()) for m in body.get("messages", []))
+    return {"prompt_tokens": prompt, "completion_tokens": len(content.split())}
+
+
+def _completion(body: dict[str, Any], content: str, step: dict[str, Any]) -> dict[str, Any]:
+    message = {"role": "assistant", "content": content}
     return {
-        "usage": {"prompt_tokens": len(prompt.split()), "completion_tokens": len(content.split())},
         "id": "chatcmpl-test",
         "object": "chat.completion",
         "model": body.get("model", ""),
-        "choices": [
-            {"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}
-        ],
+        "choices": [{"index": 0, "message": message, "finish_reason": step.get("finish", "stop")}],
+        "usage": _usage(body, content),
     }

@@ -108,6 +108,9 @@ def _chat_backend(name: str) -> None:
     if name == "transformers":
         _local_chat_backend(Reply)
         return
+    if name == "llamacpp":
+        _fake_llama_backend(Reply)
+        return
     server = ScriptedChatServer()
     try:
         server.set_script('```json\n{"answer": 42}\n```')
@@ -134,6 +137,20 @@ def _local_chat_backend(reply_cls: type) -> None:
         assert isinstance(text, str) and text and text == backend.complete(msgs)
         with pytest.raises(LLMError, match="gave no valid Reply after 3 tries"):
             backend.structured(msgs, reply_cls)
+
+
+def _fake_llama_backend(reply_cls: type) -> None:
+    """The in-process llama.cpp backend over a stand-in for llama_cpp.Llama (no model file needed)."""
+    from aigclab.llm.llamacpp import LlamaCppBackend, LlamaCppConfig
+
+    class Llama:
+        def create_chat_completion(self, messages: list, **kw: object) -> dict:
+            text = '```json\n{"answer": 42}\n```'
+            return {"choices": [{"message": {"content": text}, "finish_reason": "stop"}], "usage": {}}
+
+    backend = LlamaCppBackend(LlamaCppConfig(model_path="m.gguf"), llama=Llama())
+    assert backend.structured([{"role": "user", "content": "?"}], reply_cls) == reply_cls(answer=42)
+    assert backend.reply([{"role": "user", "content": "?"}]).finish_reason == "stop"
 
 
 @contract("game-generator")

@@ -61,31 +61,115 @@ def curate(
     console.print(f"wrote {out} and the representatives / coverage files beside it")
 
 
+def _chat_options(
+    backend: str,
+    base_url: str | None,
+    model: str | None,
+    max_tokens: int | None,
+    timeout: float | None,
+    stream: bool,
+    threads: int | None,
+) -> dict:
+    """The CLI's generation options under each backend's own config names."""
+    if backend == "openai":
+        opts = {"base_url": base_url, "model": model, "max_tokens": max_tokens, "timeout_s": timeout}
+        opts["stream"] = stream or None
+    elif backend == "llamacpp":
+        opts = {"model_path": model, "max_tokens": max_tokens, "n_threads": threads}
+    elif backend == "transformers":
+        opts = {"model_path": model, "max_new_tokens": max_tokens}
+    else:
+        opts = {"model": model}
+    return {k: v for k, v in opts.items() if v is not None}
+
+
+def _progress():  # type: ignore[no-untyped-def]
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    return Progress(
+        TextColumn("games"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        console=console,
+    )
+
+
 @app.command()
 def generate(
-    generator: str = typer.Argument(..., help="reference | broken | chat"),
-    out: Path = typer.Option(Path("gamegym/generations.jsonl")),
+    generator: str = typer.Argument(..., help="reference | broken | degenerate | chat"),
+    out: Path = typer.Option(Path("gamegym/generations.jsonl"), help="JSONL, one line per finished game"),
     dataset: Path | None = DATASET,
     ids: list[str] | None = IDS,
-    backend: str = typer.Option("openai", help="chat backend for the chat generator"),
+    backend: str = typer.Option("openai", help="chat backend: openai | llamacpp | transformers"),
     base_url: str | None = typer.Option(None, help="OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1"),
-    model: str | None = typer.Option(None),
+    model: str | None = typer.Option(
+        None,
+        help="openai: the server's model name; llamacpp: a GGUF file or a fetched name "
+        "(qwen2.5-coder-1.5b); transformers: a local model folder",
+    ),
     label: str | None = typer.Option(None, help="name on the leaderboard (default backend:model)"),
-    mode: str | None = typer.Option(None, help="broken: force one defect"),
+    mode: str | None = typer.Option(None, help="broken: force one defect; degenerate: which one"),
+    max_tokens: int | None = typer.Option(
+        None, help="chat: token limit of one reply (a reply cut there is marked truncated)"
+    ),
+    timeout: float | None = typer.Option(
+        None, help="openai: seconds to wait for the reply (with --stream: for the next token); never retried"
+    ),
+    stream: bool = typer.Option(False, "--stream", help="openai: stream the reply token by token"),
+    threads: int | None = typer.Option(None, help="llamacpp: CPU threads (default 1: see the backend's doc)"),
+    resume: bool = typer.Option(
+        False, "--resume", help="keep the successful generations already in --out and do the rest"
+    ),
 ) -> None:
-    """Write one program per sample with the chosen generator."""
-    from aigclab.gamegym.records import load_samples, write_records
-    from aigclab.gamegym.run import generate_all
+    """Write one program per sample with the chosen generator, appending each to --out as it finishes.
+
+    Each record holds the code, seconds, tokens and finish reason (a reply cut at the token limit is
+    marked truncated). Interrupted, run again with --resume to continue where it stopped.
+    """
+    from aigclab.gamegym.generate import create_generator
+    from aigclab.gamegym.records import Generation, load_samples
+    from aigclab.gamegym.run import generate_to
 
     options: dict = {}
     if generator == "chat":
-        options = {"backend": backend, "label": label, **_backend_options(base_url, model, None)}
-    elif generator == "broken" and mode:
+        chat = _chat_options(backend, base_url, model, max_tokens, timeout, stream, threads)
+        options = {"backend": backend, "label": label, **chat}
+    elif generator in ("broken", "degenerate") and mode:
         options = {"mode": mode}
-    gens = generate_all(load_samples(dataset, ids), generator, **options)
-    write_records(out, gens)
-    failed = sum(1 for g in gens if g.error)
-    console.print(f"wrote {len(gens)} generations to {out} ({failed} failed)")
+    samples = load_samples(dataset, ids)
+    gen = create_generator(generator, **options)
+    tokens, seconds = 0, 0.0
+    with _progress() as bar:
+        task = bar.add_task("generate", total=len(samples), rate="")
+
+        def started(kept: int, todo: int) -> None:
+            if kept:
+                console.print(f"kept {kept} finished generations from {out}; generating the other {todo}")
+            bar.update(task, completed=kept)
+
+        def finished(g: Generation) -> None:
+            nonlocal tokens, seconds
+            tokens, seconds = tokens + (g.tokens or 0), seconds + g.seconds
+            rate = f"{tokens / seconds:.1f} tok/s" if tokens and seconds > 0 else ""
+            bar.update(task, advance=1, rate=rate)
+
+        kept, new = generate_to(out, samples, gen, resume=resume, on_start=started, on_result=finished)
+    failed = sum(1 for g in new if g.error)
+    cut = sum(1 for g in new if g.truncated)
+    console.print(
+        f"wrote {len(kept) + len(new)} generations to {out} ({len(new)} new, {failed} failed, {cut} truncated)"
+    )
 
 
 class IsolationChoice(StrEnum):

@@ -1,7 +1,8 @@
 """Code generators in the ``game-generator`` registry: ``chat`` (any chat backend, official prompt),
-``reference`` (returns the reference solution: the upper bound) and ``broken`` (the reference with a
+``reference`` (returns the reference solution: the upper bound), ``broken`` (the reference with a
 deliberate, labelled defect: the lower bound, used to check that the harness fails programs for the
-right reason).
+right reason) and ``degenerate`` (the reference made to run but show little: one frame, early exit,
+text-only screen, frozen frames, never exiting; used to check that ``auto_score`` ranks them low).
 
 Example:
     >>> from aigclab.gamegym.generate import create_generator
@@ -16,6 +17,7 @@ from __future__ import annotations
 import re
 import time
 import zlib
+from pathlib import Path
 from typing import Any, Protocol
 
 from aigclab._registry import Registry
@@ -23,7 +25,15 @@ from aigclab.errors import AigclabError
 from aigclab.gamegym.records import Generation, Sample
 from aigclab.llm import create_backend, user_message
 
-__all__ = ["BROKEN_MODES", "GENERATORS", "GameGenerator", "build_prompt", "create_generator", "extract_code"]
+__all__ = [
+    "BROKEN_MODES",
+    "DEGENERATE_MODES",
+    "GENERATORS",
+    "GameGenerator",
+    "build_prompt",
+    "create_generator",
+    "extract_code",
+]
 
 # The V-GameGym generation prompt, in its style: auto-demo, 10 s, on-screen timer, 30/60 FPS, code only.
 PROMPT = """You are an expert Python game developer. Write a complete, runnable pygame program for this game.
@@ -38,7 +48,8 @@ Requirements:
 4. Make it visually clear and appealing; a window size around 640x480 is fine.
 5. Output the complete code directly in a single ```python code block."""
 
-_FENCE = re.compile(r"```(?:python|py)?\s*\n(.*?)```", re.DOTALL)
+_FENCE = re.compile(r"```(?:python|py)?[ \t]*\n(.*?)```", re.DOTALL)
+_OPEN_FENCE = re.compile(r"```(?:python|py)?[ \t]*\n(.*)", re.DOTALL)
 
 
 class GameGenerator(Protocol):
@@ -55,8 +66,9 @@ def build_prompt(sample: Sample) -> str:
 
 
 def extract_code(text: str) -> str:
-    """The first fenced python block, or the whole reply when it has no fence."""
-    match = _FENCE.search(text)
+    """The first fenced python block; a block left open (the reply was cut at the token limit) runs to
+    the end of the reply; the whole reply when it has no fence."""
+    match = _FENCE.search(text) or _OPEN_FENCE.search(text)
     return (match.group(1) if match else text).strip() + "\n"
 
 
@@ -67,21 +79,31 @@ class ChatGenerator:
 
     def __init__(self, backend: str = "openai", label: str | None = None, **backend_options: Any):
         self.backend = create_backend(backend, **backend_options)
-        self.label = label or f"{backend}:{backend_options.get('model', 'default')}"
+        model = backend_options.get("model") or backend_options.get("model_path") or "default"
+        self.label = label or f"{backend}:{Path(model).name if backend != 'openai' else model}"
 
     def generate(self, sample: Sample) -> Generation:
         start = time.monotonic()
         try:
-            code = extract_code(self.backend.complete([user_message(build_prompt(sample))]))
-            error = None
+            reply = self.backend.reply([user_message(build_prompt(sample))])
         except AigclabError as err:
-            code, error = "", str(err)
+            return Generation(
+                sample_id=sample.id,
+                generator=self.label,
+                code="",
+                error=str(err),
+                seconds=round(time.monotonic() - start, 3),
+                finish_reason="error",
+            )
         return Generation(
             sample_id=sample.id,
             generator=self.label,
-            code=code,
-            error=error,
+            code=extract_code(reply.text),
             seconds=round(time.monotonic() - start, 3),
+            prompt_tokens=reply.prompt_tokens,
+            tokens=reply.completion_tokens,
+            finish_reason=reply.finish_reason,
+            truncated=reply.truncated,
         )
 
 
@@ -100,6 +122,54 @@ def _blank_flip(*args):
     _show()
 _pg.display.flip = _blank_flip
 """
+
+# Degenerate programs that still run: each wraps pygame.display.flip/update of the reference game.
+_PATCH = """
+import sys as _sys, time as _time
+import pygame as _pg
+_show, _update = _pg.display.flip, _pg.display.update
+_state = {{"n": 0, "t0": None, "frozen": None}}
+def _flip(*args):
+    _surf = _pg.display.get_surface()
+    _state["n"] += 1
+    if _state["t0"] is None:
+        _state["t0"] = _time.time()
+{body}
+    _show()
+_pg.display.flip = _flip
+_pg.display.update = _flip
+"""
+_TIMER = """
+    if not _pg.font.get_init():
+        _pg.font.init()
+    _t = _time.time() - _state["t0"]
+    _surf.blit(_pg.font.Font(None, 28).render(f"Time: {_t:.1f}/10.0s", True, (220, 220, 220)), (10, 10))"""
+_DEGENERATE = {
+    # one frame, then exit 0.1 s later
+    "one_frame": "    if _state['n'] > 1:\n        _time.sleep(0.1)\n        _sys.exit(0)",
+    # only the on-screen timer on a black screen, for the full 10 s, then a clean exit
+    "text_only": "    _surf.fill((0, 0, 0))" + _TIMER,
+    # the first frame forever (nothing changes, not even the timer)
+    "frozen": "    if _state['frozen'] is None:\n        _state['frozen'] = _surf.copy()\n    _surf.blit(_state['frozen'], (0, 0))",
+    # the first frame forever, with only the timer text changing
+    "static_timer": "    if _state['frozen'] is None:\n        _state['frozen'] = _surf.copy()\n    _surf.blit(_state['frozen'], (0, 0))"
+    + _TIMER,
+}
+
+
+def _degenerate(mode: str) -> Any:
+    return lambda c: _PATCH.format(body=_DEGENERATE[mode]) + c
+
+
+# mode -> (expected failure reason, transform of the reference code)
+DEGENERATE_MODES = {
+    "early_exit": ("early_exit", lambda c: re.sub(r"elapsed >= 10\b", "elapsed >= 2", c)),
+    "one_frame": ("early_exit", _degenerate("one_frame")),
+    "text_only": ("blank", _degenerate("text_only")),
+    "frozen": ("static", _degenerate("frozen")),
+    "static_timer": ("static", _degenerate("static_timer")),
+    "never_exits": ("no_exit", lambda c: re.sub(r"elapsed >= 10\b", "elapsed >= 1e9", c)),
+}
 
 # mode -> (expected failure reason, transform of the reference code)
 BROKEN_MODES = {
@@ -131,6 +201,25 @@ class BrokenGenerator:
         return Generation(sample_id=sample.id, generator="broken", code=code, expected_failure=reason)
 
 
+class DegenerateGenerator:
+    """The reference made degenerate in one way that a fair score must punish (it still runs)."""
+
+    name = "degenerate"
+
+    def __init__(self, mode: str = "one_frame"):
+        if mode not in DEGENERATE_MODES:
+            raise AigclabError(f"unknown degenerate mode {mode!r}; known: {', '.join(DEGENERATE_MODES)}")
+        self.mode = mode
+        self.label = f"degenerate:{mode}"
+
+    def generate(self, sample: Sample) -> Generation:
+        reason, transform = DEGENERATE_MODES[self.mode]
+        code = transform(sample.code)
+        if code == sample.code:
+            raise AigclabError(f"sample {sample.id}: degenerate mode {self.mode!r} found nothing to change")
+        return Generation(sample_id=sample.id, generator=self.label, code=code, expected_failure=reason)
+
+
 @GENERATORS.register("chat")
 def chat_generator(**options: Any) -> ChatGenerator:
     return ChatGenerator(**options)
@@ -144,6 +233,11 @@ def reference_generator() -> ReferenceGenerator:
 @GENERATORS.register("broken")
 def broken_generator(mode: str | None = None) -> BrokenGenerator:
     return BrokenGenerator(mode)
+
+
+@GENERATORS.register("degenerate")
+def degenerate_generator(mode: str = "one_frame") -> DegenerateGenerator:
+    return DegenerateGenerator(mode)
 
 
 def create_generator(name: str, **options: Any) -> GameGenerator:

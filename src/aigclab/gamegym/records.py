@@ -52,6 +52,12 @@ class Generation(BaseModel):
     error: str | None = None
     seconds: float = 0.0
     expected_failure: str | None = None  # set by the `broken` generator: the reason the run must fail for
+    prompt_tokens: int | None = (
+        None  # chat generators: what the model was asked and answered, and why it stopped
+    )
+    tokens: int | None = None
+    finish_reason: str | None = None  # "stop"; "length" when cut at the token limit; "error" when it failed
+    truncated: bool = False
 
 
 class Attempt(RunResult):
@@ -88,6 +94,8 @@ class Score(BaseModel):
     ran: bool
     exited_cleanly: bool
     not_blank: float
+    content: float = 0.0
+    motion_footprint: float = 0.0
     visual_diversity: float
     motion: float
     moving: float = 0.0

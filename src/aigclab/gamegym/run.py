@@ -31,6 +31,7 @@ from aigclab.gamegym.records import Attempt, Generation, Sample, Score
 from aigclab.gamegym.sandbox import DEFAULT_EVENTS, SandboxConfig, resolve_isolation, run_program
 
 if TYPE_CHECKING:  # workers import this module: keep chat clients and scoring out of them
+    from aigclab.gamegym.generate import GameGenerator
     from aigclab.llm import ChatBackend
     from aigclab.parallel import Engine
 
@@ -39,6 +40,7 @@ __all__ = [
     "execute",
     "execute_one",
     "generate_all",
+    "generate_to",
     "leaderboard",
     "score_all",
     "write_leaderboard",
@@ -67,6 +69,47 @@ def generate_all(samples: Sequence[Sample], generator: str, **options: Any) -> l
 
     gen = create_generator(generator, **options)
     return [gen.generate(s) for s in samples]
+
+
+def generate_to(
+    out: str | Path,
+    samples: Sequence[Sample],
+    gen: GameGenerator,
+    *,
+    resume: bool = False,
+    on_start: Callable[[int, int], None] | None = None,
+    on_result: Callable[[Generation], None] | None = None,
+) -> tuple[list[Generation], list[Generation]]:
+    """Generate into the JSONL file `out`, appending each generation as it finishes; (kept, new).
+
+    With `resume`, the successful generations of the same generator already in `out` are kept and
+    only the other samples are asked for (failed ones again); else `out` starts empty. An interrupted
+    batch loses only the generation in progress. `on_start(kept, todo)` is called before the first.
+    """
+    from aigclab.gamegym.records import read_records
+
+    out = Path(out)
+    label = getattr(gen, "label", gen.name)
+    kept = [g for g in read_records(out, Generation) if not g.error] if resume and out.is_file() else []
+    others = sorted({g.generator for g in kept} - {label})
+    if others:
+        raise AigclabError(f"{out}: holds generations of {', '.join(others)}, not {label}; use another --out")
+    done = {g.sample_id for g in kept}
+    todo = [s for s in samples if s.id not in done]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("".join(g.model_dump_json() + "\n" for g in kept))
+    if on_start:
+        on_start(len(kept), len(todo))
+    new = []
+    with out.open("a") as sink:
+        for sample in todo:
+            generation = gen.generate(sample)
+            sink.write(generation.model_dump_json() + "\n")
+            sink.flush()
+            new.append(generation)
+            if on_result:
+                on_result(generation)
+    return kept, new
 
 
 def execute_one(job: tuple[Generation, SandboxConfig, str | None, bool]) -> Attempt:

@@ -2,17 +2,27 @@
 
 Automatic (always): ``ran`` (at least one frame), ``exited_cleanly`` (stopped by itself with code 0
 after running its expected time, ``min_run_s``, and within the virtual time limit; quitting earlier
-is ``early_exit``), ``not_blank`` (share of screenshots with pixel std > 3), ``visual_diversity``
-(mean colour entropy over 64 bins / 6 bits), ``motion`` (mean share of pixels that change between
-consecutive screenshots), ``moving`` (share of consecutive screenshot pairs where something visibly
-moved: at least max(16, 0.01% of the pixels) changed, so sparse motion such as a starfield
-counts), ``input_response`` (share of pixels that differ between the run with scripted input and
-the probe forked at the first input that runs on without it, at t >= 2 s), ``fps`` (frames per
-virtual second) and ``speedup`` (virtual / wall seconds). A program *passes* when it ran and exited
-cleanly, at least half the screenshots are not blank, and at least half the pairs moved.
-``auto_score`` (0-100) = 25 ran + 25 exited cleanly + 20 not_blank + 15 moving + 15 min(1,
-diversity / 0.3). A media archive that cannot be read within bounds fails that attempt only
-(``bad_artefact``, auto_score 0); the batch goes on.
+is ``early_exit``), ``not_blank`` (share of screenshots with pixel std > 3), ``content`` (a ramp
+from 3% to 8% of ``coverage``: the share of the cells of a 20x15 grid that held pixels away from
+their screenshot's dominant colour in any screenshot; a timer on a black screen covers ~2%, one ball
+crossing the screen ~20%, the emptiest reference game 15%),
+``motion_footprint`` (share of grid cells in which anything changed between consecutive screenshots,
+over the whole run: a ticking timer alone covers ~1%, the stillest reference 14%), ``moving`` (share
+of consecutive screenshot pairs where something visibly moved: at least max(16, 0.01% of the pixels)
+changed), ``visual_diversity`` (mean colour entropy over 64 bins / 6 bits), ``motion`` (mean share of
+pixels that change between consecutive screenshots), ``input_response`` (share of pixels that differ
+between the run with scripted input and the probe forked at the first input that runs on without it,
+at t >= 2 s), ``fps`` (frames per virtual second) and ``speedup`` (virtual / wall seconds).
+
+``auto_score`` (0-100) = 10 ran + 10 life + 80 life x content x animated, where ``life`` is 1 for a
+clean exit after the expected time and otherwise 0.1 x the share of that time the program ran (an
+early exit, a crash, a timeout or a program that never exits keeps at most a tenth), and
+``animated`` = moving x a ramp of ``motion_footprint`` from 2% to 8%. So one frame, an early exit, a
+blank or text-only screen, frames that do not change (or only the timer does) and a program that
+never exits each score at most 20, while a game that runs its time, fills the screen and moves
+scores near 100. A program *passes* when it ran and exited cleanly, content >= 0.5 and animated
+>= 0.5 (else ``blank`` or ``static``). A media archive that cannot be read within bounds fails that
+attempt only (``bad_artefact``, auto_score 0); the batch goes on.
 
 Judges (optional, any chat backend): code (requirement + code), screenshots (up to 10 images) and
 video (8 of the video frames sent as images, for servers without video input), each four 0-25
@@ -32,6 +42,7 @@ from pydantic import BaseModel, Field
 from aigclab.errors import AigclabError
 from aigclab.gamegym.frames import ArtefactError, load_frames, load_shots
 from aigclab.gamegym.records import Attempt, Sample, Score
+from aigclab.gamegym.sandbox import SandboxConfig
 from aigclab.llm import ChatBackend, user_message
 
 __all__ = [
@@ -96,6 +107,45 @@ def _moved(a: np.ndarray, b: np.ndarray) -> bool:
     return a.shape != b.shape or int(_diff(a, b).sum()) >= max(16, a.shape[0] * a.shape[1] // 10_000)
 
 
+GRID = (15, 20)  # rows, columns of the cells that content and the motion footprint count
+
+
+def _cells(mask: np.ndarray) -> np.ndarray:
+    """Which cells of the GRID hold any True pixel of `mask`."""
+    rows, cols = GRID
+    h, w = mask.shape
+    ys = np.minimum(np.arange(h) * rows // h, rows - 1)
+    xs = np.minimum(np.arange(w) * cols // w, cols - 1)
+    hits = np.zeros(GRID, bool)
+    yy, xx = np.nonzero(mask)
+    hits[ys[yy], xs[xx]] = True
+    return hits
+
+
+def _ramp(x: float, lo: float, hi: float) -> float:
+    return float(np.clip((x - lo) / (hi - lo), 0.0, 1.0))
+
+
+def _coverage(shots: list[np.ndarray]) -> float:
+    """Share of grid cells that held pixels away from their shot's dominant colour in any screenshot
+    (a lone timer text: ~2%; one ball crossing the screen: ~20%)."""
+    hits = np.zeros(GRID, bool)
+    for img in shots:
+        flat = img.reshape(-1, 3)
+        colours, counts = np.unique(flat[:: max(1, len(flat) // 20_000)], axis=0, return_counts=True)
+        background = colours[counts.argmax()].astype(np.int16)
+        hits |= _cells(np.abs(img.astype(np.int16) - background).max(axis=2) > 10)
+    return float(hits.mean())
+
+
+def _footprint(shots: list[np.ndarray]) -> float:
+    """Share of grid cells where anything changed between consecutive screenshots, over the run."""
+    hits = np.zeros(GRID, bool)
+    for a, b in itertools.pairwise(shots):
+        hits |= np.ones(GRID, bool) if a.shape != b.shape else _cells(_diff(a, b))
+    return float(hits.mean())
+
+
 def _media(attempt: Attempt) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """The run's screenshots and the probe's, read with bounds (ArtefactError on a bad archive)."""
     if not attempt.media_dir:
@@ -104,7 +154,14 @@ def _media(attempt: Attempt) -> tuple[dict[str, np.ndarray], dict[str, np.ndarra
     return load_shots(media, attempt.shots), load_shots(media / "probe", attempt.probe_shots)
 
 
-def automatic_metrics(attempt: Attempt) -> dict[str, Any]:
+def _life(attempt: Attempt, min_run_s: float) -> float:
+    """1 for a clean exit after the expected time; else 0.1 x the share of that time it ran."""
+    if attempt.status == "ok":
+        return 1.0
+    return 0.1 * min(1.0, attempt.virtual_s / min_run_s) if attempt.frames else 0.0
+
+
+def automatic_metrics(attempt: Attempt, min_run_s: float = SandboxConfig().min_run_s) -> dict[str, Any]:
     """The automatic metrics and pass/fail reason for one attempt (reads its screenshots)."""
     try:
         shots_by_name, probe = _media(attempt)
@@ -115,10 +172,13 @@ def automatic_metrics(attempt: Attempt) -> dict[str, Any]:
     ran = attempt.frames > 0
     clean = attempt.status == "ok"
     not_blank = float(np.mean([im.std() > 3 for im in shots])) if shots else 0.0
+    content = _ramp(_coverage(shots), 0.03, 0.08)
+    footprint = _footprint(shots)
     diversity = float(np.mean([_entropy(im) for im in shots])) if shots else 0.0
     pairs = list(itertools.pairwise(shots))
     motion = float(np.mean([_changed(a, b) for a, b in pairs])) if pairs else 0.0
     moving = float(np.mean([_moved(a, b) for a, b in pairs])) if pairs else 0.0
+    animated = moving * _ramp(footprint, 0.02, 0.08)
     response = None
     if attempt.probe_shots and not bad:
         common = [n for n in sorted(probe) if n in shots_by_name and int(n.split("_")[-1]) >= 2]
@@ -128,17 +188,20 @@ def automatic_metrics(attempt: Attempt) -> dict[str, Any]:
         reason = "bad_artefact"
     elif attempt.status != "ok":
         reason = _REASONS.get(attempt.status, attempt.status)
-    elif not_blank < 0.5:
+    elif content < 0.5:
         reason = "blank"
-    elif moving < 0.5:
+    elif animated < 0.5:
         reason = "static"
     else:
         reason = ""
-    auto = 25 * ran + 25 * clean + 20 * not_blank + 15 * moving + 15 * min(1.0, diversity / 0.3)
+    life = _life(attempt, min_run_s)
+    auto = 10 * ran + 10 * life + 80 * life * content * animated
     return {
         "ran": ran,
         "exited_cleanly": clean,
         "not_blank": round(not_blank, 4),
+        "content": round(content, 4),
+        "motion_footprint": round(footprint, 4),
         "visual_diversity": round(diversity, 4),
         "motion": round(motion, 4),
         "moving": round(moving, 4),

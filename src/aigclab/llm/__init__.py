@@ -13,13 +13,14 @@ Example:
 
 from __future__ import annotations
 
-from aigclab.llm import local_hf
+from aigclab.llm import llamacpp, local_hf
 from aigclab.llm.backends import (
     BACKENDS,
     ChatBackend,
     LLMError,
     OpenAIBackend,
     OpenAIConfig,
+    Reply,
     create_backend,
     list_backends,
 )
@@ -33,11 +34,13 @@ __all__ = [
     "Message",
     "OpenAIBackend",
     "OpenAIConfig",
+    "Reply",
     "create_backend",
     "extract_json",
     "image_part",
     "image_to_data_url",
     "list_backends",
+    "llamacpp",
     "local_hf",
     "parse_model",
     "system_message",

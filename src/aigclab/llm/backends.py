@@ -1,9 +1,16 @@
 """Chat backends behind one small interface, in the ``chat-backend`` registry.
 
-``openai`` speaks the OpenAI-compatible chat-completions protocol (OpenAI, vLLM, Ollama, gateways)
-over httpx: retries with exponential backoff on timeouts, connection errors, 5xx and 429;
-``response_format`` json_schema / json_object where the server supports it; JSON extracted from free
-text or fenced blocks and validated with pydantic, re-asking a bounded number of times.
+``openai`` speaks the OpenAI-compatible chat-completions protocol (OpenAI, vLLM, Ollama, llama.cpp's
+server, gateways) over httpx: retries with exponential backoff on connection errors, 5xx and 429, but
+never a request that timed out after it was sent (the server may still be computing it; a retry would
+queue a second copy behind it); ``stream=True`` reads the reply as server-sent events, so ``timeout_s``
+bounds the silence between tokens rather than the whole reply, and a client that gives up closes the
+stream (llama.cpp's server then stops computing); ``response_format`` json_schema / json_object where
+the server supports it; JSON extracted from free text or fenced blocks and validated with pydantic,
+re-asking a bounded number of times.
+
+Every backend answers ``reply(messages) -> Reply``: the text plus tokens, seconds and the finish
+reason (``stop``, or ``length`` when the token limit cut it: ``Reply.truncated``).
 
 Example:
     >>> from aigclab.llm import create_backend
@@ -12,9 +19,11 @@ Example:
 
 from __future__ import annotations
 
+import json
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal, Protocol, TypeVar
 
 import httpx
@@ -32,6 +41,7 @@ __all__ = [
     "LLMError",
     "OpenAIBackend",
     "OpenAIConfig",
+    "Reply",
     "create_backend",
     "list_backends",
     "structured_reply",
@@ -44,8 +54,27 @@ class LLMError(AigclabError):
     """The model server failed, or the model never returned valid output."""
 
 
+@dataclass(frozen=True)
+class Reply:
+    """One model answer with its cost: tokens (None where the server did not say), seconds, finish reason."""
+
+    text: str
+    finish_reason: str  # "stop", "length" (cut at the token limit), or what the server said
+    seconds: float
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+
+    @property
+    def truncated(self) -> bool:
+        return self.finish_reason == "length"
+
+
 class ChatBackend(Protocol):
     name: str
+
+    def reply(self, messages: Sequence[Message], schema: dict[str, Any] | None = None) -> Reply:
+        """The assistant's reply with tokens, seconds and finish reason."""
+        ...
 
     def complete(self, messages: Sequence[Message], schema: dict[str, Any] | None = None) -> str:
         """The assistant's reply text; `schema` (a JSON schema) asks for JSON where supported."""
@@ -65,8 +94,9 @@ class OpenAIConfig(Config):
     api_key_env: str = "OPENAI_API_KEY"  # read at call time; never stored in configs
     temperature: float = 0.3
     max_tokens: int = 4096
-    timeout_s: float = 120.0
-    max_retries: int = 4  # transport-level: timeouts, connection errors, 5xx, 429
+    timeout_s: float = 120.0  # waiting for the reply (stream: for the next event)
+    stream: bool = False
+    max_retries: int = 4  # connection errors, 5xx, 429; never a request that timed out once sent
     backoff_s: float = 1.0  # first wait; doubles each retry
     max_reasks: int = 2  # extra calls when the output is not valid JSON for the schema
     json_mode: Literal["json_schema", "json_object", "off"] = "json_schema"
@@ -93,7 +123,35 @@ class OpenAIBackend:
             return {"type": "json_object"}
         return {"type": "json_schema", "json_schema": {"name": name, "schema": schema}}
 
+    def _send(self, url: str, body: dict[str, Any]) -> tuple[httpx.Response | None, str]:
+        """(response, "") or (None, why) for a retryable failure; LLMError when not retryable."""
+        request = self._http.build_request("POST", url, json=body, headers=self._headers())
+        try:
+            resp = self._http.send(request, stream=True)
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as err:
+            return None, f"{type(err).__name__}: {err}"  # nothing reached the server: safe to retry
+        except httpx.TimeoutException as err:
+            raise self._timed_out(url, err) from None
+        except httpx.TransportError as err:
+            return None, f"{type(err).__name__}: {err}"
+        if resp.status_code == 429 or resp.status_code >= 500:
+            resp.read()
+            resp.close()
+            return None, f"HTTP {resp.status_code}: {resp.text[:200]}"
+        if resp.status_code != 200:
+            resp.read()
+            resp.close()
+            raise LLMError(f"{url}: HTTP {resp.status_code}: {resp.text[:300]}")
+        return resp, ""
+
+    def _timed_out(self, url: str, err: Exception) -> LLMError:
+        return LLMError(
+            f"{url}: timed out after {self.cfg.timeout_s:g} s ({type(err).__name__}); not retried, the "
+            "server may still be computing it (raise --timeout, lower --max-tokens, or use --stream)"
+        )
+
     def _post(self, body: dict[str, Any]) -> dict[str, Any]:
+        """The reply as one chat.completion object (assembled from the events when streaming)."""
         url = self.cfg.base_url.rstrip("/") + "/chat/completions"
         last = ""
         for attempt in range(self.cfg.max_retries + 1):
@@ -101,45 +159,92 @@ class OpenAIBackend:
                 self.stats["retries"] += 1
                 time.sleep(self.cfg.backoff_s * 2 ** (attempt - 1))
             self.stats["calls"] += 1
-            try:
-                resp = self._http.post(url, json=body, headers=self._headers())
-            except (httpx.TimeoutException, httpx.TransportError) as err:
-                last = f"{type(err).__name__}: {err}"
+            resp, last = self._send(url, body)
+            if resp is None:
                 continue
-            if resp.status_code == 429 or resp.status_code >= 500:
-                last = f"HTTP {resp.status_code}: {resp.text[:200]}"
-                continue
-            if resp.status_code != 200:
-                raise LLMError(f"{url}: HTTP {resp.status_code}: {resp.text[:300]}")
             try:
-                return resp.json()
-            except ValueError:
-                raise LLMError(f"{url}: reply is not JSON: {resp.text[:200]!r}") from None
+                return _read_events(resp, url) if body.get("stream") else _read_json(resp, url)
+            except httpx.TimeoutException as err:
+                raise self._timed_out(url, err) from None
+            except httpx.TransportError as err:
+                raise LLMError(f"{url}: connection lost while reading the reply ({err})") from None
+            finally:
+                resp.close()
         raise LLMError(f"{url}: no answer after {self.cfg.max_retries + 1} tries ({last})")
 
-    def complete(self, messages: Sequence[Message], schema: dict[str, Any] | None = None) -> str:
+    def reply(self, messages: Sequence[Message], schema: dict[str, Any] | None = None) -> Reply:
         body: dict[str, Any] = {
             "model": self.cfg.model,
             "messages": list(messages),
             "temperature": self.cfg.temperature,
             "max_tokens": self.cfg.max_tokens,
         }
+        if self.cfg.stream:
+            body |= {"stream": True, "stream_options": {"include_usage": True}}
         fmt = self._response_format(schema, str((schema or {}).get("title", "output")))
         if fmt:
             body["response_format"] = fmt
+        start = time.monotonic()
         data = self._post(body)
         usage = data.get("usage") or {}  # token counts, when the server reports them
         self.stats["prompt_tokens"] += int(usage.get("prompt_tokens") or 0)
         self.stats["completion_tokens"] += int(usage.get("completion_tokens") or 0)
         try:
-            content = data["choices"][0]["message"]["content"]
+            choice = data["choices"][0]
+            content = choice["message"]["content"]
         except (KeyError, IndexError, TypeError):
             raise LLMError(f"{self.cfg.base_url}: malformed chat reply: {str(data)[:200]}") from None
-        return content or ""
+        usage = data.get("usage") or {}
+        return Reply(
+            text=content or "",
+            finish_reason=choice.get("finish_reason") or "unknown",
+            seconds=round(time.monotonic() - start, 3),
+            prompt_tokens=usage.get("prompt_tokens"),
+            completion_tokens=usage.get("completion_tokens"),
+        )
+
+    def complete(self, messages: Sequence[Message], schema: dict[str, Any] | None = None) -> str:
+        return self.reply(messages, schema).text
 
     def structured(self, messages: Sequence[Message], model_cls: type[M]) -> M:
         where = f"{self.cfg.model} at {self.cfg.base_url}"
         return structured_reply(self, messages, model_cls, self.cfg.max_reasks, self.stats, where)
+
+
+def _read_json(resp: httpx.Response, url: str) -> dict[str, Any]:
+    resp.read()
+    try:
+        return resp.json()
+    except ValueError:
+        raise LLMError(f"{url}: reply is not JSON: {resp.text[:200]!r}") from None
+
+
+def _events(resp: httpx.Response, url: str) -> Iterator[dict[str, Any]]:
+    for line in resp.iter_lines():
+        if not line.startswith("data:"):
+            continue
+        data = line[5:].strip()
+        if data == "[DONE]":
+            return
+        try:
+            yield json.loads(data)
+        except ValueError:
+            raise LLMError(f"{url}: a stream event is not JSON: {data[:200]!r}") from None
+
+
+def _read_events(resp: httpx.Response, url: str) -> dict[str, Any]:
+    """Join the server-sent chunks of a streamed reply into one chat.completion object."""
+    parts: list[str] = []
+    finish, usage = None, None
+    for event in _events(resp, url):
+        usage = event.get("usage") or usage
+        for choice in event.get("choices") or []:
+            parts.append((choice.get("delta") or {}).get("content") or "")
+            finish = choice.get("finish_reason") or finish
+    if finish is None:
+        raise LLMError(f"{url}: the stream ended without a finish reason (cut off?)")
+    message = {"role": "assistant", "content": "".join(parts)}
+    return {"choices": [{"message": message, "finish_reason": finish}], "usage": usage}
 
 
 def structured_reply(

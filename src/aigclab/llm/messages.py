@@ -13,7 +13,7 @@ from PIL import Image
 
 from aigclab.io import load_image
 
-__all__ = ["Message", "image_part", "image_to_data_url", "system_message", "user_message"]
+__all__ = ["Message", "image_part", "image_to_data_url", "system_message", "text_messages", "user_message"]
 
 Message = dict[str, Any]
 ImageLike = np.ndarray | str | Path | bytes
@@ -46,3 +46,21 @@ def user_message(text: str, images: Sequence[ImageLike] = ()) -> Message:
 
 def system_message(text: str) -> Message:
     return {"role": "system", "content": text}
+
+
+def text_messages(messages: Sequence[Message], schema: dict[str, Any] | None = None) -> list[dict[str, str]]:
+    """Messages as plain role/content strings for text-only models (ValueError on an image part);
+    the JSON schema, if any, is appended to the last message as text."""
+    import json
+
+    out = []
+    for msg in messages:
+        content = msg["content"]
+        if not isinstance(content, str):
+            if any(part["type"] != "text" for part in content):
+                raise ValueError("this model is text-only and a message has an image")
+            content = "\n".join(part["text"] for part in content)
+        out.append({"role": msg["role"], "content": content})
+    if schema is not None and out:
+        out[-1]["content"] += "\nReply with JSON matching this schema: " + json.dumps(schema)
+    return out
