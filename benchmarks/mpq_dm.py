@@ -77,6 +77,12 @@ def _args() -> argparse.Namespace:
         help="comma-separated feature specs: only sample FP and `uniform` at --settings, score FID in each "
         "space and write <name>_feature_check.json (does the space rank full precision first?)",
     )
+    p.add_argument(
+        "--earlier",
+        type=Path,
+        default=None,
+        help="with --report-only: an older one-seed results JSON to keep as `earlier_single_seed`",
+    )
     p.add_argument("--report-only", action="store_true", help="rewrite the markdown from the JSON and stop")
     p.add_argument(
         "--merge",
@@ -226,6 +232,11 @@ def _headline(res: dict[str, Any]) -> str:
             f"Against min-max PTQ without fine-tuning (`uniform`, *not* the paper's baseline; most of this gap "
             f"is the fine-tuning, which `efficientdm` shares), by `{key}`: " + "; ".join(vs_uniform) + ".\n"
         )
+    empty = [st for st in res["settings"] if not any(st in per for per in res["results"].values())]
+    if empty:
+        lines.append(
+            f"Settings with no rows in this run (no time on the shared machine): {', '.join(empty)}.\n"
+        )
     check = res.get("feature_space_check")
     if check:
         lines.append(_feature_check_text(check))
@@ -307,33 +318,39 @@ the table above only when they were run.
 | TRD gradient reaches the student | features stored detached: TRD adds no gradient | (our fix, tested) | - |
 
 **Why OMQ mostly picks k = 0.** The k search is symmetric: k channels gain a bit and k lose one, and each lost
-bit roughly quadruples that channel's quantization error while a gained bit quarters it. After the
-smoothing step the kurtosis of output channels is fairly even, so the demoted channels cost more output MSE
-than the promoted ones save, and the layer's output MSE (measured with inputs quantized to A bits) grows
-with k; k = 0 wins. On a probe of the LDM at W2A4 (5 first layers) the output MSE grew monotonically with
-k in every layer (e.g. the first down-block conv: 0.043 at k = 0, 0.124 at k = 6, 0.45 at k = 30). Note
-that `mpq-dm` at k = 0 is still not `efficientdm`: OMQ's smoothing is applied in every layer either way,
-and TRD is on. The benchmark records, per OMQ row, in how many layers the best k > 0 beats k = 0
-(`omq_layers_where_mixing_helps`, from this version on).
+bit roughly quadruples that channel's quantization error while a gained bit quarters it (at W2 a demoted
+channel drops to 1 bit, i.e. sign only). After the smoothing step the kurtosis of output channels is fairly
+even, so the demoted channels cost more output MSE than the promoted ones save, and the layer's output MSE
+(measured with inputs quantized to A bits) grows with k; k = 0 wins. Every OMQ row records the search
+(`omq_layers`, `omq_layers_where_mixing_helps`: layers where the best k > 0 has a lower output MSE than k = 0,
+`omq_best_mixed_gain_median`: the median relative change of that best k > 0 against k = 0; negative = worse);
+the line "OMQ search" above gives them. On a probe of the LDM at W2A4 (5 first layers) the output MSE grew
+monotonically with k in every layer (e.g. the first down-block conv: 0.043 at k = 0, 0.124 at k = 6, 0.45 at
+k = 30). Note that `mpq-dm` at k = 0 is still not `efficientdm`: OMQ's smoothing is applied in every layer
+either way, and TRD is on.
 """
 
 
 def _mixed_where_wins(res: dict[str, Any]) -> str | None:
+    key = _primary(res)
     parts = []
     for setting in res["settings"]:
         a = res["results"].get("mpq-dm", {}).get(setting)
         b = res["results"].get("efficientdm", {}).get(setting)
         if a and b:
-            outcome = "lower" if a["fid"] < b["fid"] else "higher"
+            outcome = "lower" if a[key] < b[key] else "higher"
+            verdict = _verdict(a, b, res.get("noise_seeds", 1), key)
             parts.append(
-                f"{setting}: {outcome} FID than efficientdm with {a['mixed_layers']} mixed-precision layers"
+                f"{setting}: {outcome} `{key}` than efficientdm ({verdict}) with {a['mixed_layers']} "
+                f"mixed-precision layer(s) of {a.get('omq_layers', '?')}"
             )
     if not parts:
         return None
     return (
         "- Is mixed precision active where MPQ-DM wins? "
         + "; ".join(parts)
-        + ". Where no layer is mixed, the difference to efficientdm comes from the smoothing and TRD, not from mixed bit-widths."
+        + ". Where no layer is mixed, the difference to efficientdm comes from OMQ's smoothing and TRD, "
+        "not from mixed bit-widths."
     )
 
 
@@ -345,10 +362,10 @@ def _notes(res: dict[str, Any]) -> str:
         found = [
             c
             for m in (*ABLATIONS, *DEVIATIONS)
-            if (c := _compare(res, m, "mpq-dm" if "+" in m else "efficientdm", setting))
+            if (c := _compare(res, m, "mpq-dm" if "+" in m else "efficientdm", setting, _primary(res)))
         ]
         if found:
-            lines.append(f"- Ablations / deviations at {setting}: " + "; ".join(found))
+            lines.append(f"- Ablations / deviations at {setting}, by `{_primary(res)}`: " + "; ".join(found))
     omq = [
         f"{m} {st}: mixed in {r['mixed_layers']}/{r['omq_layers']} layers; the best k > 0 lowers the layer's "
         f"output MSE in {r['omq_layers_where_mixing_helps']} layers (median change {100 * r['omq_best_mixed_gain_median']:+.0f}%)"
@@ -362,7 +379,8 @@ def _notes(res: dict[str, Any]) -> str:
     if earlier:
         rows = [f"{m} {st} {r['fid']:.2f}" for m, per in earlier["results"].items() for st, r in per.items()]
         lines.append(
-            f"- Earlier run, one noise seed of {earlier['n']} samples, {earlier['finetune_steps']} LoRA steps "
+            f"- Earlier run, one noise seed of {earlier['n']} samples, {earlier['finetune_steps']} LoRA steps, "
+            f"`{earlier.get('features', 'random-cnn')}` features "
             f"(FP {earlier['fp_fid']:.2f}; kept in the JSON as `earlier_single_seed`, cannot rank): "
             + ", ".join(rows)
         )
@@ -446,6 +464,16 @@ def _feature_check(args: argparse.Namespace, model: Any) -> None:
     write_json(OUT / f"{args.name}_feature_check.json", out)
 
 
+def _earlier(old: dict[str, Any]) -> dict[str, Any] | None:
+    """The one-noise-seed table of an earlier results JSON (or the one it kept), else None."""
+    if old.get("earlier_single_seed"):
+        return dict(old["earlier_single_seed"])
+    if old.get("noise_seeds", 1) != 1:
+        return None
+    keep = ("n", "finetune_steps", "batch_size", "fp_fid", "features", "results")
+    return {k: old[k] for k in keep if k in old}
+
+
 def _attach_check(res: dict[str, Any], name: str) -> None:
     path = OUT / f"{name}_feature_check.json"
     if path.is_file():
@@ -470,6 +498,8 @@ def main() -> None:
             for per in res["results"].values():
                 for row in per.values():
                     row.setdefault("fid_std", None)
+        if args.earlier and (earlier := _earlier(json.loads(args.earlier.read_text()))):
+            res["earlier_single_seed"] = earlier
         _attach_check(res, args.name)
         write_json(json_path, res)
         (OUT / f"{args.name}.md").write_text(_markdown(res))
@@ -479,14 +509,8 @@ def main() -> None:
     size = model.decode(torch.zeros(1, *model.shape)).shape[-1]
     real = reference_images(size, n_max=args.n_ref, seed=args.seed)
     res: dict[str, Any] = json.loads(json_path.read_text()) if args.resume and json_path.is_file() else {}
-    if not args.resume and json_path.is_file():  # keep the earlier one-seed table for reference
-        old = json.loads(json_path.read_text())
-        keep = ("n", "finetune_steps", "batch_size", "fp_fid", "results")
-        earlier = old.get("earlier_single_seed") or (
-            {k: old[k] for k in keep} if "noise_seeds" not in old else None
-        )
-        if earlier:
-            res["earlier_single_seed"] = earlier
+    if not args.resume and json_path.is_file() and (earlier := _earlier(json.loads(json_path.read_text()))):
+        res["earlier_single_seed"] = earlier  # keep the earlier one-seed table for reference
     t0 = time.perf_counter()
     fp_scores, fp = _fp_samples(model, args, real, net)
     res.update(
