@@ -424,13 +424,17 @@ def _merge(res: dict[str, Any], part: dict[str, Any], stem: str) -> None:
     res["merged_from"] = sorted({*res.get("merged_from", []), stem})
 
 
+def _fp_cache(args: argparse.Namespace) -> Path:
+    return (
+        Path("/tmp/aigclab-mpq-dm") / f"{args.model}-{args.n}-{args.steps}-{args.seed}-{args.noise_seeds}.npz"
+    )
+
+
 def _fp_samples(
     model: Any, args: argparse.Namespace, real: np.ndarray, net: Any
 ) -> tuple[dict[str, Any], list]:
     """Full-precision scores and samples, cached across resumed runs (sampling is deterministic)."""
-    cache = (
-        Path("/tmp/aigclab-mpq-dm") / f"{args.model}-{args.n}-{args.steps}-{args.seed}-{args.noise_seeds}.npz"
-    )
+    cache = _fp_cache(args)
     if cache.is_file():
         data = np.load(cache)
         fp = [data[f"seed{k}"] for k in range(args.noise_seeds)]
@@ -468,10 +472,15 @@ def _feature_check(args: argparse.Namespace, model: Any) -> None:
     for setting in args.settings.split(","):
         labels[f"uniform {setting}"] = quantize_diffusion(model, _config("uniform", setting, args)).model.unet
     per: dict[str, dict[str, list[float]]] = {spec: {} for spec in nets}
+    cache = _fp_cache(args)  # the main run's full-precision samples (sampling is deterministic)
+    fp = np.load(cache) if cache.is_file() else None
     for label, unet in labels.items():
         for k in range(args.noise_seeds):
             gen = torch.Generator().manual_seed(args.seed + k)
-            images = ddim_sample(model, args.n, args.steps, gen, unet=unet)
+            if unet is None and fp is not None:
+                images = fp[f"seed{k}"]
+            else:
+                images = ddim_sample(model, args.n, args.steps, gen, unet=unet)
             for spec, net in nets.items():
                 per[spec].setdefault(label, []).append(frechet_distance(real, images, net))
         print(label, {spec: per[spec][label] for spec in nets}, flush=True)
