@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from aigclab.diffusion import create_quant_config, ddim_sample, load_model, parse_bits, quantize_diffusion
-from aigclab.diffusion.fid import evaluate, feature_net, frechet_distance, reference_images
+from aigclab.diffusion.fid import evaluate, feature_net, frechet_distance, memoized, reference_images
 from aigclab.reports import markdown_table, write_json
 
 OUT = Path(__file__).parent / "results"
@@ -71,6 +71,18 @@ def _args() -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--name", default="mpq_dm", help="results file stem")
     p.add_argument("--resume", action="store_true")
+    p.add_argument(
+        "--feature-check",
+        default="",
+        help="comma-separated feature specs: only sample FP and `uniform` at --settings, score FID in each "
+        "space and write <name>_feature_check.json (does the space rank full precision first?)",
+    )
+    p.add_argument(
+        "--earlier",
+        type=Path,
+        default=None,
+        help="with --report-only: an older one-seed results JSON to keep as `earlier_single_seed`",
+    )
     p.add_argument("--report-only", action="store_true", help="rewrite the markdown from the JSON and stop")
     p.add_argument(
         "--merge",
@@ -132,7 +144,7 @@ def _sample_scores(
         for key, v in scores.items():
             per_seed.setdefault(key, []).append(float(v))
     out: dict[str, Any] = {key: float(np.mean(v)) for key, v in per_seed.items()}
-    for key in ("fid", "fid_to_fp"):
+    for key in ("fid", "fid_to_fp", "mse_to_fp"):
         if key in per_seed:
             vals = per_seed[key]
             out[f"{key}_std"] = float(np.std(vals, ddof=1)) if len(vals) > 1 else None
@@ -169,8 +181,29 @@ def _compare(res: dict[str, Any], method: str, base: str, setting: str, key: str
     )
 
 
+def _below_fp(res: dict[str, Any]) -> list[str]:
+    """Quantized rows whose FID against real patches is lower than full precision's."""
+    return sorted(
+        f"{m} {st}" for m, per in res["results"].items() for st, r in per.items() if r["fid"] < res["fp_fid"]
+    )
+
+
+def _check_fails(res: dict[str, Any]) -> list[str]:
+    """Rows of the feature-space check, in this table's feature space, with a lower FID than full precision."""
+    rows = (res.get("feature_space_check") or {}).get("spaces", {}).get(res["features"], {})
+    fp = rows.get("fp32")
+    return [lab for lab, r in rows.items() if fp and lab != "fp32" and r["fid"] < fp["fid"]]
+
+
+def _primary(res: dict[str, Any]) -> str:
+    """`fid` when FID against real patches ranks full precision first (in the table and in the
+    feature-space check), else `fid_to_fp`."""
+    return "fid_to_fp" if _below_fp(res) or _check_fails(res) else "fid"
+
+
 def _headline(res: dict[str, Any]) -> str:
     k = res.get("noise_seeds", 1)
+    key = _primary(res)
     lines = [
         "## Headline: MPQ-DM against the fine-tuned baseline `efficientdm`\n",
         "`efficientdm` gets the same calibration and the same LoRA distillation budget as `mpq-dm`, without "
@@ -182,37 +215,91 @@ def _headline(res: dict[str, Any]) -> str:
         lines.append(
             "**This table rests on one noise seed per row, so it cannot rank rows whose FID differs by less than "
             "the seed-to-seed spread** (for scale: the full-precision FID of the DDPM ranged 3.01-3.47 over 4 "
-            "noise seeds in the review of issue 14). `fid_std` is null for these rows. The benchmark now "
-            "samples every model with `--noise-seeds` seeds (default 3); that re-run did not finish on the "
-            "shared machine in this session (load 20-27 on 2 cores).\n"
+            "noise seeds in the review of issue 14). `fid_std` is null for these rows.\n"
         )
-    for setting in res["settings"]:
-        found = [
-            c for key in ("fid", "fid_to_fp") if (c := _compare(res, "mpq-dm", "efficientdm", setting, key))
-        ]
-        if found:
-            lines.append(
-                f"- **{setting}**: FID " + found[0] + (f"; FID to FP {found[1]}" if len(found) > 1 else "")
-            )
-    lines.append("")
-    vs_uniform = [c for st in res["settings"] if (c := _compare(res, "mpq-dm", "uniform", st))]
-    if vs_uniform:
-        lines.append(
-            "Against min-max PTQ without fine-tuning (`uniform`, *not* the paper's baseline; most of this gap "
-            "is the fine-tuning, which `efficientdm` shares): " + "; ".join(vs_uniform) + ".\n"
-        )
-    below = sorted(
-        f"{m} {st}" for m, per in res["results"].items() for st, r in per.items() if r["fid"] < res["fp_fid"]
-    )
+    below = _below_fp(res)
     if below:
         lines.append(
-            f"**{len(below)} quantized rows have a lower `fid` than full precision ({_pm(res, 'fp_fid')})**: "
-            + ", ".join(below)
-            + ". In this feature space FID against real patches does not measure fidelity to the trained "
-            "model, so this table cannot rank methods by `fid`; use `fid_to_fp` and `mse_to_fp` (distance to "
-            "the full-precision samples from the same noise).\n"
+            f"**FID against real patches cannot rank this table: {len(below)} quantized rows have a lower `fid` "
+            f"than full precision ({_pm(res, 'fp_fid')})**: " + ", ".join(below) + ". Quantization noise "
+            "moves these samples *towards* the real patches, so a lower `fid` here does not mean a more "
+            "faithful quantized model. The comparison below therefore leads with `fid_to_fp`, the Fréchet "
+            "distance to the full-precision samples of the same noise seeds in the same feature space "
+            "(fidelity to the trained model, what quantization is meant to keep), and gives `fid` second.\n"
         )
+    fails = _check_fails(res)
+    if fails and not below:
+        lines.append(
+            f"**FID against real patches cannot rank this table.** Every quantized row here has a higher `fid` "
+            f"than full precision, but in the same `{res['features']}` space {', '.join(fails)} has a *lower* "
+            "FID than full precision (feature-space check below): quantization noise can move samples towards "
+            "the real patches, so a lower `fid` does not mean a more faithful model. The comparison below "
+            "leads with `fid_to_fp`, the Fréchet distance to the full-precision samples of the same noise "
+            "seeds in the same space (fidelity to the trained model), and gives `fid` second.\n"
+        )
+    for setting in res["settings"]:
+        order = (key, "fid" if key == "fid_to_fp" else "fid_to_fp")
+        found = [(kk, c) for kk in order if (c := _compare(res, "mpq-dm", "efficientdm", setting, kk))]
+        if found:
+            names = {"fid": "FID", "fid_to_fp": "FID to FP"}
+            a, b = res["results"]["mpq-dm"][setting], res["results"]["efficientdm"][setting]
+            mse = (
+                f"; pixel MSE to the FP samples {_pm(a, 'mse_to_fp')} vs {_pm(b, 'mse_to_fp')}"
+                if "mse_to_fp" in a and "mse_to_fp" in b
+                else ""
+            )
+            lines.append(f"- **{setting}**: " + "; ".join(f"{names[kk]} {c}" for kk, c in found) + mse)
+    lines.append("")
+    vs_uniform = [
+        f"{st}: {c}" for st in res["settings"] if (c := _compare(res, "mpq-dm", "uniform", st, key))
+    ]
+    if vs_uniform:
+        lines.append(
+            f"Against min-max PTQ without fine-tuning (`uniform`, *not* the paper's baseline), by `{key}`: "
+            + "; ".join(vs_uniform)
+            + ".\n"
+        )
+    disagree = [
+        st for st in res["settings"]
+        if (a := res["results"].get("mpq-dm", {}).get(st)) and (b := res["results"].get("efficientdm", {}).get(st))
+        and "mse_to_fp" in a and (a["fid_to_fp"] < b["fid_to_fp"]) != (a["mse_to_fp"] < b["mse_to_fp"])
+    ]  # fmt: skip
+    if disagree:
+        lines.append(
+            f"The two fidelity measures disagree at {', '.join(disagree)}: the method with the lower Fréchet "
+            "distance to the full-precision samples has the higher pixel MSE to them (and fine-tuning, in both "
+            "methods, lowers the pixel MSE far below `uniform`'s without clearly lowering `fid_to_fp`). With 100 LoRA "
+            "steps neither method is better than the other on both measures.\n"
+        )
+    empty = [st for st in res["settings"] if not any(st in per for per in res["results"].values())]
+    if empty:
+        lines.append(
+            f"Settings with no rows in this run (no time on the shared machine): {', '.join(empty)}.\n"
+        )
+    check = res.get("feature_space_check")
+    if check:
+        lines.append(_feature_check_text(check))
     return "\n".join(lines) + "\n"
+
+
+def _feature_check_text(check: dict[str, Any]) -> str:
+    """One paragraph on whether FID against real patches ranks full precision first, per feature space."""
+    parts = []
+    for space, rows in check["spaces"].items():
+        fp = rows["fp32"]
+        others = ", ".join(
+            f"{lab} {r['fid']:.2f} ± {r['fid_std']:.2f}" for lab, r in rows.items() if lab != "fp32"
+        )
+        verdict = (
+            "ranks FP best"
+            if all(r["fid"] > fp["fid"] for r in rows.values() if r is not fp)
+            else "does NOT rank FP best"
+        )
+        parts.append(f"`{space}`: FP {fp['fid']:.2f} ± {fp['fid_std']:.2f}, {others} ({verdict})")
+    return (
+        f"Feature-space check (`--feature-check`, {check['seeds']} noise seeds of {check['n']} samples, "
+        "uniform PTQ rows against full precision): " + "; ".join(parts) + ".\n"
+    )
 
 
 def _markdown(res: dict[str, Any]) -> str:
@@ -248,7 +335,7 @@ def _markdown(res: dict[str, Any]) -> str:
         "(`seconds` are pessimistic). The paper reports a 58% FID decrease vs its fine-tuned baseline at W2A4 "
         "(LDM-4, Inception FID, 50k samples).\n\n"
     )
-    return head + markdown_table(rows, cols) + "\n" + _notes(res)
+    return head + markdown_table(rows, cols) + "\n\n## Notes\n\n" + _notes(res)
 
 
 DEVIATION_NOTES = """
@@ -270,33 +357,39 @@ the table above only when they were run.
 | TRD gradient reaches the student | features stored detached: TRD adds no gradient | (our fix, tested) | - |
 
 **Why OMQ mostly picks k = 0.** The k search is symmetric: k channels gain a bit and k lose one, and each lost
-bit roughly quadruples that channel's quantization error while a gained bit quarters it. After the
-smoothing step the kurtosis of output channels is fairly even, so the demoted channels cost more output MSE
-than the promoted ones save, and the layer's output MSE (measured with inputs quantized to A bits) grows
-with k; k = 0 wins. On a probe of the LDM at W2A4 (5 first layers) the output MSE grew monotonically with
-k in every layer (e.g. the first down-block conv: 0.043 at k = 0, 0.124 at k = 6, 0.45 at k = 30). Note
-that `mpq-dm` at k = 0 is still not `efficientdm`: OMQ's smoothing is applied in every layer either way,
-and TRD is on. The benchmark records, per OMQ row, in how many layers the best k > 0 beats k = 0
-(`omq_layers_where_mixing_helps`, from this version on).
+bit roughly quadruples that channel's quantization error while a gained bit quarters it (at W2 a demoted
+channel drops to 1 bit, i.e. sign only). After the smoothing step the kurtosis of output channels is fairly
+even, so the demoted channels cost more output MSE than the promoted ones save, and the layer's output MSE
+(measured with inputs quantized to A bits) grows with k; k = 0 wins. Every OMQ row records the search
+(`omq_layers`, `omq_layers_where_mixing_helps`: layers where the best k > 0 has a lower output MSE than k = 0,
+`omq_best_mixed_gain_median`: the median relative change of that best k > 0 against k = 0; negative = worse);
+the line "OMQ search" above gives them. On a probe of the LDM at W2A4 (5 first layers) the output MSE grew
+monotonically with k in every layer (e.g. the first down-block conv: 0.043 at k = 0, 0.124 at k = 6, 0.45 at
+k = 30). Note that `mpq-dm` at k = 0 is still not `efficientdm`: OMQ's smoothing is applied in every layer
+either way, and TRD is on.
 """
 
 
 def _mixed_where_wins(res: dict[str, Any]) -> str | None:
+    key = _primary(res)
     parts = []
     for setting in res["settings"]:
         a = res["results"].get("mpq-dm", {}).get(setting)
         b = res["results"].get("efficientdm", {}).get(setting)
         if a and b:
-            outcome = "lower" if a["fid"] < b["fid"] else "higher"
+            outcome = "lower" if a[key] < b[key] else "higher"
+            verdict = _verdict(a, b, res.get("noise_seeds", 1), key)
             parts.append(
-                f"{setting}: {outcome} FID than efficientdm with {a['mixed_layers']} mixed-precision layers"
+                f"{setting}: {outcome} `{key}` than efficientdm ({verdict}) with {a['mixed_layers']} "
+                f"mixed-precision layer(s) of {a.get('omq_layers', '?')}"
             )
     if not parts:
         return None
     return (
         "- Is mixed precision active where MPQ-DM wins? "
         + "; ".join(parts)
-        + ". Where no layer is mixed, the difference to efficientdm comes from the smoothing and TRD, not from mixed bit-widths."
+        + ". Where no layer (or only a few) is mixed, the difference to efficientdm comes from OMQ's "
+        "smoothing and TRD, not from mixed bit-widths."
     )
 
 
@@ -308,13 +401,14 @@ def _notes(res: dict[str, Any]) -> str:
         found = [
             c
             for m in (*ABLATIONS, *DEVIATIONS)
-            if (c := _compare(res, m, "mpq-dm" if "+" in m else "efficientdm", setting))
+            if (c := _compare(res, m, "mpq-dm" if "+" in m else "efficientdm", setting, _primary(res)))
         ]
         if found:
-            lines.append(f"- Ablations / deviations at {setting}: " + "; ".join(found))
+            lines.append(f"- Ablations / deviations at {setting}, by `{_primary(res)}`: " + "; ".join(found))
     omq = [
-        f"{m} {st}: mixed in {r['mixed_layers']}/{r['omq_layers']} layers; the best k > 0 lowers the layer's "
-        f"output MSE in {r['omq_layers_where_mixing_helps']} layers (median change {100 * r['omq_best_mixed_gain_median']:+.0f}%)"
+        f"{m} {st}: mixed in {r['mixed_layers']}/{r['omq_layers']} layers; in the other "
+        f"{r['omq_layers'] - r['omq_layers_where_mixing_helps']} every k > 0 gives a higher output MSE than k = 0 "
+        f"(median over all layers, best k > 0 vs k = 0: {-100 * r['omq_best_mixed_gain_median']:+.0f}% output MSE)"
         for m, per in res["results"].items() for st, r in per.items() if "omq_layers" in r
     ]  # fmt: skip
     if omq:
@@ -325,7 +419,8 @@ def _notes(res: dict[str, Any]) -> str:
     if earlier:
         rows = [f"{m} {st} {r['fid']:.2f}" for m, per in earlier["results"].items() for st, r in per.items()]
         lines.append(
-            f"- Earlier run, one noise seed of {earlier['n']} samples, {earlier['finetune_steps']} LoRA steps "
+            f"- Earlier run, one noise seed of {earlier['n']} samples, {earlier['finetune_steps']} LoRA steps, "
+            f"`{earlier.get('features', 'random-cnn')}` features "
             f"(FP {earlier['fp_fid']:.2f}; kept in the JSON as `earlier_single_seed`, cannot rank): "
             + ", ".join(rows)
         )
@@ -344,13 +439,17 @@ def _merge(res: dict[str, Any], part: dict[str, Any], stem: str) -> None:
     res["merged_from"] = sorted({*res.get("merged_from", []), stem})
 
 
+def _fp_cache(args: argparse.Namespace) -> Path:
+    return (
+        Path("/tmp/aigclab-mpq-dm") / f"{args.model}-{args.n}-{args.steps}-{args.seed}-{args.noise_seeds}.npz"
+    )
+
+
 def _fp_samples(
     model: Any, args: argparse.Namespace, real: np.ndarray, net: Any
 ) -> tuple[dict[str, Any], list]:
     """Full-precision scores and samples, cached across resumed runs (sampling is deterministic)."""
-    cache = (
-        Path("/tmp/aigclab-mpq-dm") / f"{args.model}-{args.n}-{args.steps}-{args.seed}-{args.noise_seeds}.npz"
-    )
+    cache = _fp_cache(args)
     if cache.is_file():
         data = np.load(cache)
         fp = [data[f"seed{k}"] for k in range(args.noise_seeds)]
@@ -379,11 +478,65 @@ def _weights_hash(args: argparse.Namespace) -> str | None:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def _feature_check(args: argparse.Namespace, model: Any) -> None:
+    """FID against real patches of full precision and uniform PTQ, per feature space (same samples)."""
+    size = model.decode(torch.zeros(1, *model.shape)).shape[-1]
+    real = reference_images(size, n_max=args.n_ref, seed=args.seed)
+    nets = {spec: memoized(feature_net(spec)) for spec in args.feature_check.split(",")}
+    labels = {"fp32": None}
+    for setting in args.settings.split(","):
+        labels[f"uniform {setting}"] = quantize_diffusion(model, _config("uniform", setting, args)).model.unet
+    per: dict[str, dict[str, list[float]]] = {spec: {} for spec in nets}
+    cache = _fp_cache(args)  # the main run's full-precision samples (sampling is deterministic)
+    fp = np.load(cache) if cache.is_file() else None
+    for label, unet in labels.items():
+        for k in range(args.noise_seeds):
+            gen = torch.Generator().manual_seed(args.seed + k)
+            if unet is None and fp is not None:
+                images = fp[f"seed{k}"]
+            else:
+                images = ddim_sample(model, args.n, args.steps, gen, unet=unet)
+            for spec, net in nets.items():
+                per[spec].setdefault(label, []).append(frechet_distance(real, images, net))
+        print(label, {spec: per[spec][label] for spec in nets}, flush=True)
+    spaces: dict[str, dict[str, dict[str, Any]]] = {
+        spec: {
+            label: {"fid": float(np.mean(v)), "fid_std": float(np.std(v, ddof=1)) if len(v) > 1 else 0.0,
+                    "fid_per_seed": [float(x) for x in v]}
+            for label, v in rows.items()
+        }
+        for spec, rows in per.items()
+    }  # fmt: skip
+    out = {"model": args.model, "n": args.n, "n_ref": args.n_ref, "seeds": args.noise_seeds, "steps": args.steps,
+           "spaces": spaces, "fp_ranks_best": {spec: all(r["fid"] > rows["fp32"]["fid"] for lab, r in rows.items()
+                                                         if lab != "fp32") for spec, rows in spaces.items()}}  # fmt: skip
+    write_json(OUT / f"{args.name}_feature_check.json", out)
+
+
+def _earlier(old: dict[str, Any]) -> dict[str, Any] | None:
+    """The one-noise-seed table of an earlier results JSON (or the one it kept), else None."""
+    if old.get("earlier_single_seed"):
+        return dict(old["earlier_single_seed"])
+    if old.get("noise_seeds", 1) != 1:
+        return None
+    keep = ("n", "finetune_steps", "batch_size", "fp_fid", "features", "results")
+    return {k: old[k] for k in keep if k in old}
+
+
+def _attach_check(res: dict[str, Any], name: str) -> None:
+    path = OUT / f"{name}_feature_check.json"
+    if path.is_file():
+        res["feature_space_check"] = json.loads(path.read_text())
+
+
 def main() -> None:
     args = _args()
     torch.set_num_threads(1)
     OUT.mkdir(parents=True, exist_ok=True)
     json_path = OUT / f"{args.name}.json"
+    if args.feature_check:
+        _feature_check(args, load_model(args.model, args.weights))
+        return
     if args.report_only:
         res = json.loads(json_path.read_text())
         for stem in filter(None, args.merge.split(",")):
@@ -394,22 +547,19 @@ def main() -> None:
             for per in res["results"].values():
                 for row in per.values():
                     row.setdefault("fid_std", None)
+        if args.earlier and (earlier := _earlier(json.loads(args.earlier.read_text()))):
+            res["earlier_single_seed"] = earlier
+        _attach_check(res, args.name)
         write_json(json_path, res)
         (OUT / f"{args.name}.md").write_text(_markdown(res))
         return
     model = load_model(args.model, args.weights)
-    net = feature_net(args.features)
+    net = memoized(feature_net(args.features))  # the real and FP images are embedded once
     size = model.decode(torch.zeros(1, *model.shape)).shape[-1]
     real = reference_images(size, n_max=args.n_ref, seed=args.seed)
     res: dict[str, Any] = json.loads(json_path.read_text()) if args.resume and json_path.is_file() else {}
-    if not args.resume and json_path.is_file():  # keep the earlier one-seed table for reference
-        old = json.loads(json_path.read_text())
-        keep = ("n", "finetune_steps", "batch_size", "fp_fid", "results")
-        earlier = old.get("earlier_single_seed") or (
-            {k: old[k] for k in keep} if "noise_seeds" not in old else None
-        )
-        if earlier:
-            res["earlier_single_seed"] = earlier
+    if not args.resume and json_path.is_file() and (earlier := _earlier(json.loads(json_path.read_text()))):
+        res["earlier_single_seed"] = earlier  # keep the earlier one-seed table for reference
     t0 = time.perf_counter()
     fp_scores, fp = _fp_samples(model, args, real, net)
     res.update(
@@ -440,6 +590,7 @@ def main() -> None:
             "seconds": round(q.seconds, 1),
         }
         res["results"].setdefault(label, {})[setting] = row
+        _attach_check(res, args.name)
         write_json(json_path, res)
         (OUT / f"{args.name}.md").write_text(_markdown(res))
         print(f"{label} {setting}: {json.dumps(row)}", flush=True)

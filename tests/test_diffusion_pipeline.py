@@ -23,7 +23,7 @@ from aigclab.diffusion import (
     quantize_diffusion,
     save_quantized,
 )
-from aigclab.diffusion.fid import evaluate, feature_net, frechet_distance
+from aigclab.diffusion.fid import FeatureNet, evaluate, feature_net, frechet_distance, memoized
 from aigclab.errors import AigclabError, ConfigError
 
 
@@ -198,6 +198,20 @@ def test_fid_matches_an_independent_frechet_distance() -> None:
     assert scores["fid"] > 1 and 0 <= scores["precision"] <= 1 and 0 <= scores["recall"] <= 1
     with pytest.raises(AigclabError, match="unknown feature network"):
         feature_net("vgg")
+
+
+def test_memoized_features_embed_each_batch_once_and_keep_the_fid() -> None:
+    rng = np.random.default_rng(1)
+    real = rng.integers(0, 256, (40, 16, 16, 3), dtype=np.uint8)
+    fake = rng.integers(0, 200, (40, 16, 16, 3), dtype=np.uint8)
+    base = feature_net("random-cnn")
+    calls = []
+    counting = FeatureNet(lambda x: calls.append(len(x)) or base(x), base.num_features, base.name)
+    net = memoized(counting)
+    first = evaluate(real, fake, net)
+    n_calls = len(calls)
+    assert evaluate(real, fake, net) == first and len(calls) == n_calls == 2  # real and fake, once each
+    assert first["fid"] == pytest.approx(evaluate(real, fake, base)["fid"], rel=1e-6)
 
 
 def test_cli_quantize_then_sample_writes_a_grid(tmp_path: Path) -> None:
