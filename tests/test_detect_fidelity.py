@@ -53,7 +53,7 @@ def test_threshold_and_band_are_chosen_on_held_out_scores() -> None:
 
 def _build(name: str, tmp: Path) -> Detector:
     """A small instance of every registry entry, fitted or given supports."""
-    from tests.test_contracts import tiny_detector_overrides
+    from test_contracts import tiny_detector_overrides
 
     (tmp / name).mkdir()  # each its own local weight files
     det = create_detector(name, **tiny_detector_overrides(name, tmp / name))
