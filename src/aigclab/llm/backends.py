@@ -68,6 +68,18 @@ class Reply:
     def truncated(self) -> bool:
         return self.finish_reason == "length"
 
+    @classmethod
+    def from_completion(cls, data: dict[str, Any], text: str | None, start: float) -> Reply:
+        """A reply from an OpenAI-style chat completion `data` whose first choice says `text`."""
+        usage = data.get("usage") or {}
+        return cls(
+            text=text or "",
+            finish_reason=data["choices"][0].get("finish_reason") or "unknown",
+            seconds=round(time.monotonic() - start, 3),
+            prompt_tokens=usage.get("prompt_tokens"),
+            completion_tokens=usage.get("completion_tokens"),
+        )
+
 
 class ChatBackend(Protocol):
     name: str
@@ -194,14 +206,7 @@ class OpenAIBackend:
             content = choice["message"]["content"]
         except (KeyError, IndexError, TypeError):
             raise LLMError(f"{self.cfg.base_url}: malformed chat reply: {str(data)[:200]}") from None
-        usage = data.get("usage") or {}
-        return Reply(
-            text=content or "",
-            finish_reason=choice.get("finish_reason") or "unknown",
-            seconds=round(time.monotonic() - start, 3),
-            prompt_tokens=usage.get("prompt_tokens"),
-            completion_tokens=usage.get("completion_tokens"),
-        )
+        return Reply.from_completion(data, content, start)
 
     def complete(self, messages: Sequence[Message], schema: dict[str, Any] | None = None) -> str:
         return self.reply(messages, schema).text

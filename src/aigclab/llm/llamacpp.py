@@ -101,15 +101,7 @@ class LlamaCppBackend:
             )
         except ValueError as err:  # e.g. the prompt does not fit the context
             raise LLMError(f"{self.cfg.model_path}: {err}") from None
-        choice = out["choices"][0]
-        usage = out.get("usage") or {}
-        return Reply(
-            text=choice["message"]["content"] or "",
-            finish_reason=choice.get("finish_reason") or "unknown",
-            seconds=round(time.monotonic() - start, 3),
-            prompt_tokens=usage.get("prompt_tokens"),
-            completion_tokens=usage.get("completion_tokens"),
-        )
+        return Reply.from_completion(out, out["choices"][0]["message"]["content"], start)
 
     def complete(self, messages: Sequence[Message], schema: dict[str, Any] | None = None) -> str:
         return self.reply(messages, schema).text
