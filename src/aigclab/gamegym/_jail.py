@@ -1,6 +1,6 @@
 """The jail: a pre-started process that forks one sandboxed run per request; stdlib and pygame only.
 
-``PYTHONPATH=<harness path> python -s -P _jail.py <prelude.py> <control-fd>`` starts a *zygote*: it imports pygame (and fills pygame's
+``PYTHONPATH=<interpreter site dirs> python -s -P _jail.py <prelude.py> <control-fd>`` starts a *zygote*: it imports pygame (and fills pygame's
 system-font list) once, then serves requests from the harness over a SOCK_SEQPACKET socket. Each
 request carries a JSON job and the file descriptors of the run (stdout, stderr, frame channels).
 

@@ -43,13 +43,17 @@ class Outcome:
     killed: str | None = None  # timeout | memory | cpu_limit (by the harness)
 
 
+def site_dirs() -> list[str]:
+    """The interpreter's package dirs that exist: its site-packages (a venv's and the base one's) and the
+    user site. They are the jail's whole import path; the harness's project dirs are not among them."""
+    return [d for d in (*site.getsitepackages(), site.getusersitepackages()) if os.path.isdir(d)]
+
+
 def keep_paths() -> list[str]:
     """Read-only paths the program needs: system dirs, the interpreter, its prefixes and every
-    package dir (site-packages wherever it lives, user site, pygame's own dir); not the harness's
-    project dirs that happen to be on sys.path."""
+    package dir (`site_dirs`, wherever they live, and pygame's own dir)."""
     spec = importlib.util.find_spec("pygame")
     extra = [str(Path(spec.origin).parent.parent)] if spec and spec.origin else []
-    packages = [p for p in sys.path if os.path.basename(p.rstrip("/")) in ("site-packages", "dist-packages")]
     dirs = [
         sys.prefix,
         sys.base_prefix,
@@ -57,9 +61,7 @@ def keep_paths() -> list[str]:
         sys.base_exec_prefix,
         str(Path(sys.executable).parent),
         str(Path(os.path.realpath(sys.executable)).parent),
-        *site.getsitepackages(),
-        site.getusersitepackages(),
-        *packages,
+        *site_dirs(),
         *extra,
     ]
     real = sorted({os.path.realpath(p) for p in dirs if os.path.isdir(p)})
@@ -151,9 +153,9 @@ class Zygote:
     def __init__(self, mode: str) -> None:
         self.mode = mode
         self.sock, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        # The harness's own import path (venvs, user site, ...) reaches the jail through PYTHONPATH in a
-        # controlled environment; -s and -P keep anything else (user site, the script's dir) off it.
-        path = os.pathsep.join(p for p in sys.path if p and os.path.isabs(p))
+        # The interpreter's package dirs (venv, base, user site) reach the jail through PYTHONPATH in a
+        # controlled environment; -s and -P keep anything else (the script's dir) off its import path.
+        path = os.pathsep.join(site_dirs())
         cmd = [
             sys.executable,
             "-s",
