@@ -183,6 +183,18 @@ class AnomAgent:
             ]
         return [system_message(p["system"]), user]
 
+    def _record(self, image_id: str, step: str, input_key: str, **fields: Any) -> None:
+        """One step's row in the store, keyed by its inputs, prompt and model."""
+        self.store.put_step(
+            image_id,
+            step,
+            input_key=input_key,
+            prompt_hash=self.hashes[step],
+            model=self.cfg.model,
+            created_at=time.time(),
+            **fields,
+        )
+
     def _call(self, step: str, msgs: list[Message]) -> tuple[BaseModel, int, int]:
         stats = getattr(self.backend, "stats", {})
         before = (stats.get("prompt_tokens", 0), stats.get("completion_tokens", 0))
@@ -203,16 +215,8 @@ class AnomAgent:
                 continue
             if step in _EMPTY and not outs["propose"]["candidates"]:
                 outs[step] = _EMPTY[step]  # nothing proposed: no call needed
-                self.store.put_step(
-                    image_id,
-                    step,
-                    input_key=keys[step],
-                    prompt_hash=self.hashes[step],
-                    model=self.cfg.model,
-                    output=json.dumps(outs[step]),
-                    status="ok",
-                    seconds=0.0,
-                    created_at=time.time(),
+                self._record(
+                    image_id, step, keys[step], output=json.dumps(outs[step]), status="ok", seconds=0.0
                 )
                 continue
             t0 = time.perf_counter()
@@ -223,35 +227,29 @@ class AnomAgent:
                 )
                 _check_lengths(step, out, outs)
             except LLMError as err:
-                self.store.put_step(
+                self._record(
                     image_id,
                     step,
-                    input_key=keys[step],
-                    prompt_hash=self.hashes[step],
-                    model=self.cfg.model,
+                    keys[step],
                     status="error",
                     error=str(err)[:500],
                     seconds=time.perf_counter() - t0,
-                    created_at=time.time(),
                 )
                 raise
             outs[step] = out.model_dump()
             cost = (
                 p_tok / 1000 * self.cfg.price_prompt_per_1k + c_tok / 1000 * self.cfg.price_completion_per_1k
             )
-            self.store.put_step(
+            self._record(
                 image_id,
                 step,
-                input_key=keys[step],
-                prompt_hash=self.hashes[step],
-                model=self.cfg.model,
+                keys[step],
                 output=json.dumps(outs[step]),
                 prompt_tokens=p_tok,
                 completion_tokens=c_tok,
                 cost=cost,
                 status="ok",
                 seconds=time.perf_counter() - t0,
-                created_at=time.time(),
             )
         quads = self._assemble(outs)
         self.store.put_proposals(image_id, keys["critic"], quads)  # same key and content: reviews stay valid
