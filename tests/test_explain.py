@@ -109,6 +109,20 @@ def test_cue_explainer_is_grounded_and_labelled() -> None:
     )
 
 
+class _Calibrated(_Brightness):
+    """The stand-in with a calibrated threshold and uncertain band, as saved detectors have."""
+
+    def verdicts(self, probs) -> list[str]:
+        return ["uncertain" if abs(p - 0.9) < 0.05 else "fake" if p >= 0.9 else "real" for p in probs]
+
+
+@pytest.mark.parametrize(("level", "label"), [(200, "real"), (230, "uncertain"), (250, "fake")])
+def test_cue_explainer_gives_the_detectors_own_verdict(level: int, label: str) -> None:
+    image = np.full((64, 64, 3), level, np.uint8)
+    res = explain_image(image, _Calibrated(), create_explainer("cues"), reference=REFERENCE)
+    assert res.explanation.verdict.label == label and f"judged {label}" in res.explanation.summary
+
+
 def test_forensic_prompt_covers_the_attribute_families_and_hints() -> None:
     img = _smooth(32)
     msgs = forensic_messages(img, compute_cues(img), detector_probability=0.8)
