@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+
 import numpy as np
 import pytest
 from typer.testing import CliRunner
@@ -140,3 +142,17 @@ def test_hostile_suite_is_contained():
     assert "Network is unreachable" in report["open_socket"]["stdout"]
     assert report["tamper_recorder"]["status"] == "tampered"
     assert report["forge_result"]["status"] == "no_frames"
+
+
+@needs_namespaces
+@pytest.mark.parametrize("ignore_xcpu", [False, True])
+def test_cpu_limit_is_named_by_the_kill_itself(ignore_xcpu):
+    # rusage under-counts CPU on a busy machine, so the kill at the limit must carry its cause (SIGXCPU);
+    # a program that ignores SIGXCPU is killed a second later and still ends as cpu_limit, never crash
+    code = "import signal\n"
+    code += "signal.signal(signal.SIGXCPU, signal.SIG_IGN)\n" if ignore_xcpu else ""
+    code += "while True:\n    pass\n"
+    result = run_program(code, SandboxConfig(wall_s=60, cpu_s=2))
+    assert result.status == "cpu_limit", result
+    if not ignore_xcpu:
+        assert result.returncode == 128 + signal.SIGXCPU

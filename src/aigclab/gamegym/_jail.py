@@ -120,14 +120,16 @@ def set_limits(job: dict) -> None:
     mib = 1 << 20
     limits = {
         resource.RLIMIT_AS: job["memory_mb"] * mib,
-        resource.RLIMIT_CPU: job["cpu_s"],
+        # SIGXCPU at the limit, so the kill names its cause (rusage under-counts CPU on a busy
+        # machine); SIGKILL a second later if the program ignores SIGXCPU
+        resource.RLIMIT_CPU: (job["cpu_s"], job["cpu_s"] + 1),
         resource.RLIMIT_FSIZE: job["file_mb"] * mib,
         resource.RLIMIT_NOFILE: 256,
         resource.RLIMIT_CORE: 0,
         resource.RLIMIT_NPROC: job["nproc"],
     }
     for kind, value in limits.items():
-        resource.setrlimit(kind, (value, value))
+        resource.setrlimit(kind, value if isinstance(value, tuple) else (value, value))
 
 
 def _user_namespace(uid: int, gid: int) -> None:

@@ -242,7 +242,7 @@ def _status(stream: FrameStream, exit_code: int | None, cfg: SandboxConfig, cpu:
         return "tampered"
     if stream.end is None:  # killed before it could report: by a signal or a limit
         xcpu = exit_code in (128 + signal.SIGXCPU, -signal.SIGXCPU)
-        return "cpu_limit" if xcpu or cpu >= cfg.cpu_s - 0.5 else "crash"
+        return "cpu_limit" if xcpu or cpu >= 0.85 * cfg.cpu_s else "crash"
     if end.get("stopped") == "virtual_limit":
         return "virtual_limit"
     if exit_code != 0 or exc:
