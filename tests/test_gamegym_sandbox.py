@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import signal
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -156,3 +158,36 @@ def test_cpu_limit_is_named_by_the_kill_itself(ignore_xcpu):
     assert result.status == "cpu_limit", result
     if not ignore_xcpu:
         assert result.returncode == 128 + signal.SIGXCPU
+
+
+def test_cgroup_v2_group_limits_the_whole_attempt(tmp_path, monkeypatch):
+    # this machine has cgroup v1, so the v2 path is checked on a stand-in tree: the group of one attempt
+    # gets the memory cap (no swap) and a process cap; an OOM kill in it reads as memory; it is removed
+    from aigclab.gamegym import _zygote
+
+    root = tmp_path / "cgroup"
+    (root / "svc").mkdir(parents=True)
+    (root / "cgroup.controllers").write_text("cpu memory pids\n")
+    (root / "svc" / "cgroup.subtree_control").write_text("memory pids\n")
+    membership = tmp_path / "self_cgroup"
+    membership.write_text("0::/svc\n")
+    monkeypatch.setattr(_zygote, "CGROUP_ROOT", root)
+    cfg = SandboxConfig(memory_mb=256, nproc=8)
+    group = _zygote._cgroup("attempt", cfg, str(membership))
+    assert group == str(root / "svc" / "attempt")
+    assert (root / "svc" / "attempt" / "memory.max").read_text() == str(256 << 20)
+    assert (root / "svc" / "attempt" / "memory.swap.max").read_text() == "0"
+    assert (root / "svc" / "attempt" / "pids.max").read_text() == "12"
+    (root / "svc" / "attempt" / "memory.events").write_text("low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\n")
+    real_rmdir = os.rmdir
+
+    def rmdir(path):  # a cgroup dir goes with its kernel files
+        for f in Path(path).iterdir():
+            f.unlink()
+        real_rmdir(path)
+
+    monkeypatch.setattr(_zygote.os, "rmdir", rmdir)
+    assert _zygote._cgroup_done(group) is True
+    assert not (root / "svc" / "attempt").exists()
+    (root / "svc" / "cgroup.subtree_control").write_text("pids\n")  # memory not delegated: no group
+    assert _zygote._cgroup("other", cfg, str(membership)) is None

@@ -108,13 +108,16 @@ def _usage(pids: list[int], cpu_seen: dict[int, float]) -> int:
     return rss
 
 
-def _cgroup(name: str, cfg: Any) -> str | None:
+CGROUP_ROOT = Path("/sys/fs/cgroup")  # the cgroup v2 mount
+
+
+def _cgroup(name: str, cfg: Any, membership: str = "/proc/self/cgroup") -> str | None:
     """A cgroup v2 memory group for one attempt, when this process may make one; else None."""
-    base = Path("/sys/fs/cgroup")
+    base = CGROUP_ROOT
     try:
         if "memory" not in (base / "cgroup.controllers").read_text().split():
             return None
-        own = Path("/proc/self/cgroup").read_text().split("0::", 1)[1].split("\n", 1)[0]
+        own = Path(membership).read_text().split("0::", 1)[1].split("\n", 1)[0]
         parent = base / own.lstrip("/")
         if "memory" not in (parent / "cgroup.subtree_control").read_text().split():
             return None
