@@ -18,12 +18,12 @@ from PIL import Image
 def tiny_detector():  # type: ignore[no-untyped-def]
     """The default detector's method (FTNet, nsfwjs feature) with a 4-per-generator prior bank, uncalibrated.
 
-    Threshold 0.5 with a 0.05 uncertain band, so all three verdicts can occur.
+    Threshold 0.5 with an uncertain band from 0.45 to 0.55, so all three verdicts can occur.
     """
     from aigclab.detect.default import default_detector
 
     det = default_detector(per_generator=4, calibrate=False)
-    det.threshold, det.uncertain = 0.5, 0.05
+    det.threshold, det.band = 0.5, (0.45, 0.55)
     return det
 
 

@@ -25,7 +25,7 @@ LABELS = np.array([0, 1] * 6)
 def test_verdicts_use_threshold_and_uncertain_band() -> None:
     det = Detector()
     assert det.verdicts(np.array([0.2, 0.5, 0.7])) == ["real", "fake", "fake"]
-    det.threshold, det.uncertain = 0.4, 0.1
+    det.threshold, det.band = 0.4, (0.3, 0.5)
     assert det.verdicts(np.array([0.29, 0.31, 0.4, 0.49, 0.5, 0.51])) == [
         "real",
         "uncertain",
@@ -46,9 +46,31 @@ def test_threshold_and_band_are_chosen_on_held_out_scores() -> None:
     assert bal(t) == pytest.approx(max(bal(th) for th in np.r_[scores, 2.0]))  # the best on these scores
     noisy = np.r_[rng.uniform(0, 0.6, 100), rng.uniform(0.4, 1.0, 100)]
     y = np.r_[np.zeros(100), np.ones(100)]
-    d = choose_band(noisy, y, 0.5, target_accuracy=0.95)
-    outside = np.abs(noisy - 0.5) > d
-    assert 0 < d < 0.5 and ((noisy[outside] >= 0.5) == (y[outside] == 1)).mean() >= 0.95
+    lo, hi = choose_band(noisy, y, 0.5, target_accuracy=0.95)
+    real, fake = noisy < lo, noisy >= hi
+    assert 0 < lo <= 0.5 <= hi < 1 and 0 < (~real & ~fake).mean() <= 0.5
+    assert _decided_balanced_acc(y, real, fake) >= 0.95
+
+
+def _decided_balanced_acc(y: np.ndarray, real: np.ndarray, fake: np.ndarray) -> float:
+    decided = real | fake
+    return float(
+        ((y[fake] == 1).sum() / (y[decided] == 1).sum() + (y[real] == 0).sum() / (y[decided] == 0).sum()) / 2
+    )
+
+
+def test_band_ends_are_chosen_apart_and_both_verdicts_stay_reachable() -> None:
+    # the default's held-out scores: reals bunched below a high threshold, fakes spread above it, overlap.
+    # A band centred on the threshold would reach past 1.0 and never answer "fake".
+    rng = np.random.default_rng(1)
+    scores = np.r_[rng.uniform(0.5, 0.9, 200), rng.uniform(0.7, 1.0, 200)]
+    y = np.r_[np.zeros(200), np.ones(200)]
+    t = choose_threshold(scores, y)
+    lo, hi = choose_band(scores, y, t, target_accuracy=0.99, max_uncertain=0.5)
+    real, fake = scores < lo, scores >= hi
+    assert lo <= t <= hi and hi - t != t - lo  # not centred
+    assert real.any() and fake.any() and (~real & ~fake).mean() <= 0.5
+    assert _decided_balanced_acc(y, real, fake) > 0.9  # the decided images are answered well
 
 
 def _build(name: str, tmp: Path) -> Detector:
@@ -64,7 +86,7 @@ def test_every_registered_detector_loads_in_a_fresh_process(tmp_path: Path) -> N
     expected = {}
     for i, name in enumerate(list_detectors()):
         det = _build(name, tmp_path)
-        det.threshold, det.uncertain = 0.3 + 0.01 * i, 0.05
+        det.threshold, det.band = 0.3 + 0.01 * i, (0.2, 0.6 + 0.01 * i)
         det.save(tmp_path / f"{name}.safetensors")
         expected[name] = det.score(IMAGES[:4]).tolist()
     np.save(tmp_path / "images.npy", IMAGES[:4])
@@ -72,7 +94,7 @@ def test_every_registered_detector_loads_in_a_fresh_process(tmp_path: Path) -> N
         "import json, sys, numpy as np; from aigclab.detect import load_detector; d = sys.argv[1]; "
         "x = np.load(d + '/images.npy'); out = {}\n"
         "for n in json.loads(sys.argv[2]):\n"
-        "    det = load_detector(f'{d}/{n}.safetensors'); out[n] = [det.score(x).tolist(), det.threshold, det.uncertain]\n"
+        "    det = load_detector(f'{d}/{n}.safetensors'); out[n] = [det.score(x).tolist(), det.threshold, det.band]\n"
         "print(json.dumps(out))"
     )
     proc = subprocess.run(
@@ -86,9 +108,9 @@ def test_every_registered_detector_loads_in_a_fresh_process(tmp_path: Path) -> N
     got = json.loads(proc.stdout.strip().splitlines()[-1])
     assert set(got) == set(list_detectors())
     for i, name in enumerate(list_detectors()):
-        scores, threshold, uncertain = got[name]
+        scores, threshold, band = got[name]
         np.testing.assert_allclose(scores, expected[name], rtol=1e-5, err_msg=name)
-        assert threshold == pytest.approx(0.3 + 0.01 * i) and uncertain == pytest.approx(0.05)
+        assert threshold == pytest.approx(0.3 + 0.01 * i) and band == pytest.approx([0.2, 0.6 + 0.01 * i])
 
 
 def test_user_supports_move_the_decision_against_a_large_bank() -> None:
@@ -206,6 +228,32 @@ def test_shipped_default_ranks_demo_fakes_above_reals(default_det) -> None:  # t
     probs = default_det.score(images)
     pairs = probs[labels][:, None] > probs[~labels][None, :]
     assert pairs.mean() >= 0.75, dict(zip([f.name for f in files], probs.round(3), strict=True))
-    assert 0 < default_det.threshold < 1 and default_det.uncertain >= 0  # calibrated held-out, saved
+    assert default_det.band is not None  # calibrated held-out, saved
+    lo, hi = default_det.band
+    assert 0 < lo <= default_det.threshold <= hi < 1  # both verdicts reachable: the band stays inside (0, 1)
     verdicts = default_det.verdicts(probs)
     assert set(verdicts) <= {"real", "fake", "uncertain"}
+
+
+def test_trained_baselines_are_cached_by_what_their_weights_depend_on(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from aigclab.detect import bench
+    from aigclab.detect.baselines import CNNDetector
+
+    small = {"epochs": 1, "channels": (8, 8, 16, 16)}
+    first = bench.train_baselines(["cnndet-tiny"], str(tmp_path), max_train=8, **{"cnndet-tiny": small})
+    cached = sorted((tmp_path / "trained").glob("*.safetensors"))
+    assert len(cached) == 1
+    with monkeypatch.context() as m:
+        m.setattr(
+            CNNDetector, "fit", lambda *a, **k: pytest.fail("trained again instead of reusing the cache")
+        )
+        again = bench.train_baselines(["cnndet-tiny"], str(tmp_path), max_train=8, **{"cnndet-tiny": small})
+        np.testing.assert_allclose(
+            again["cnndet-tiny"].score(IMAGES), first["cnndet-tiny"].score(IMAGES), rtol=1e-6
+        )
+    bench.train_baselines(
+        ["cnndet-tiny"], str(tmp_path), max_train=8, **{"cnndet-tiny": {**small, "seed": 1}}
+    )
+    bench.train_baselines(["cnndet-tiny"], str(tmp_path), max_train=9, **{"cnndet-tiny": small})
+    refitted = list((tmp_path / "trained").glob("*.safetensors"))  # other settings, other data
+    assert len(refitted) == 3

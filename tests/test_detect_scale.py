@@ -81,8 +81,10 @@ def test_verdicts_threshold_and_uncertain_band() -> None:
     det = create_detector("ftnet-tiny")
     probs = np.array([0.1, 0.45, 0.5, 0.56, 0.9])
     assert det.verdicts(probs) == ["real", "real", "fake", "fake", "fake"]
-    det.uncertain = 0.1
+    det.set_uncertain(0.1)
     assert det.verdicts(probs) == ["real", "uncertain", "uncertain", "uncertain", "fake"]
+    det.band = (0.2, 0.95)  # two ends chosen apart
+    assert det.verdicts(probs) == ["real", "uncertain", "uncertain", "uncertain", "uncertain"]
 
 
 def _hostile_folder(root: Path) -> tuple[Path, dict[str, str]]:

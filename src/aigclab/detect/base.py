@@ -83,15 +83,17 @@ class Detector:
     Saved detectors are a safetensors file (its metadata names the class and holds the decision threshold
     and uncertain band) plus the config as JSON beside it.
 
-    `threshold` is the probability at or above which an image is called fake; `uncertain` is the half-width
-    of a band around it whose images are called "uncertain" instead (0 disables the band). Detectors that
-    calibrate themselves (the embedded default) set both; see `verdicts`.
+    `threshold` is the probability at or above which an image is called fake (the binary decision).
+    `band` = (real_below, fake_from), when set, gives the three-way verdict instead: "real" below the first,
+    "fake" at or above the second, "uncertain" between (see `verdicts`). The two ends are chosen apart, so
+    the band need not be centred on the threshold. Detectors that calibrate themselves (the embedded
+    default) set both.
     """
 
     patch_size: int = 32
     max_patches: int = 64
     threshold: float = 0.5  # P(fake) at or above which an image is called fake
-    uncertain: float = 0.0  # half-width of the band around the threshold reported as "uncertain"
+    band: tuple[float, float] | None = None  # (real below, fake at or above); None: the threshold alone
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -111,13 +113,17 @@ class Detector:
         raise NotImplementedError
 
     def verdicts(self, probs: np.ndarray) -> list[str]:
-        """'fake' / 'real' / 'uncertain' per probability, from `threshold` and the `uncertain` half-width."""
+        """'fake' / 'real' / 'uncertain' per probability, from `band` (else `threshold` alone)."""
         p = np.asarray(probs, dtype=np.float64).reshape(-1)
-        lo, hi = self.threshold - self.uncertain, self.threshold + self.uncertain
-        out = np.where(p >= self.threshold, "fake", "real").astype(object)
-        if self.uncertain > 0:
-            out[(p > lo) & (p < hi)] = "uncertain"
+        lo, hi = self.band or (self.threshold, self.threshold)
+        out = np.where(p >= hi, "fake", np.where(p < lo, "real", "uncertain"))
         return [str(v) for v in out]
+
+    def set_uncertain(self, width: float) -> None:
+        """A symmetric band of half-width `width` around `threshold` (0 removes the band)."""
+        if width < 0:
+            raise AigclabError(f"uncertain width {width} must not be negative")
+        self.band = (self.threshold - width, self.threshold + width) if width > 0 else None
 
     def score(self, images: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
         """P(fake) per image; a batch array of patch-sized images is scored directly."""
@@ -298,7 +304,7 @@ def save_tensors(det: Detector, tensors: dict[str, torch.Tensor], path: str | Pa
     meta = {
         "aigclab_detector": type(det).__name__,
         "threshold": repr(float(det.threshold)),
-        "uncertain": repr(float(det.uncertain)),
+        "band": json.dumps(None if det.band is None else [float(v) for v in det.band]),
     }
     save_file({k: v.contiguous() for k, v in tensors.items()}, path, metadata=meta)
     path.with_suffix(".json").write_text(det.config.model_dump_json(indent=2))  # type: ignore[attr-defined]
@@ -322,16 +328,25 @@ def load_detector(path: str | Path) -> Detector:
 
 
 def restore_decision(det: D, path: str | Path) -> D:
-    """Set `threshold` and `uncertain` from a saved detector's metadata (every `load` calls this)."""
+    """Set `threshold` and `band` from a saved detector's metadata (every `load` calls this).
+
+    Files written before the band had two ends carry a symmetric half-width ``uncertain`` instead."""
     from safetensors import safe_open
 
     with safe_open(str(path), "pt") as fh:
         meta = fh.metadata() or {}
     try:
         det.threshold = float(meta.get("threshold", 0.5))
-        det.uncertain = float(meta.get("uncertain", 0.0))
-    except ValueError:
-        raise AigclabError(f"{path}: threshold/uncertain in its metadata are not numbers") from None
+        band = json.loads(meta["band"]) if "band" in meta else None
+        if band is not None:
+            lo, hi = (float(v) for v in band)
+            if not lo <= hi:
+                raise ValueError
+            det.band = (lo, hi)
+        else:
+            det.set_uncertain(float(meta.get("uncertain", 0.0)))
+    except (ValueError, TypeError, AigclabError):
+        raise AigclabError(f"{path}: threshold/band in its metadata are not valid numbers") from None
     return det
 
 

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 from rich.console import Console
 
-from aigclab.detect.base import Detector, create_detector
+from aigclab.detect.base import Detector, Trainable, create_detector
 from aigclab.metrics import binary_metrics
 from aigclab.reports import markdown_table, write_detection_report, write_json
 
@@ -50,17 +50,51 @@ def _cap(data: Any, n: int | None, seed: int = 0) -> Any:
 def train_baselines(
     methods: Sequence[str], cache_dir: str | None, max_train: int | None = None, **overrides: Any
 ) -> dict[str, Detector]:
-    """Fit each baseline on the cross-generator training split (at most `max_train` images per class)."""
+    """Fit each baseline on the cross-generator training split (at most `max_train` images per class).
+
+    With a `cache_dir`, each fitted model is kept there (safetensors, under ``trained/``) and reused while
+    its name, settings, training images and the detector and backbone code are unchanged."""
     from aigclab.data.mini import load_mini, mini_protocols
+    from aigclab.detect.base import load_detector
 
     train = _cap(load_mini("train", generators=mini_protocols()["cross_generator"]["train"]), max_train)
     out = {}
     for name in methods:
         t0 = time.perf_counter()
         kw = {"cache_dir": cache_dir} if name.startswith("univfd") else {}
-        out[name] = create_detector(name, **kw, **overrides.get(name, {})).fit(train.images, train.labels)
+        path = _trained_path(cache_dir, name, overrides.get(name, {}), train)
+        if path is not None and path.is_file():
+            out[name] = load_detector(path)
+            _log(f"{name}: the model trained on these {len(train)} images, from {path}")
+            continue
+        det = create_detector(name, **kw, **overrides.get(name, {})).fit(train.images, train.labels)
         _log(f"trained {name} on {len(train)} images in {time.perf_counter() - t0:.0f}s")
+        if path is not None and isinstance(det, Trainable):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            det.save(path)
+        out[name] = det
     return out
+
+
+def _trained_path(cache_dir: str | None, name: str, settings: dict[str, Any], train: Any) -> Path | None:
+    """Where a baseline fitted on `train` is cached: keyed by everything its weights depend on."""
+    if cache_dir is None:
+        return None
+    import hashlib
+    import json
+
+    import torch
+
+    import aigclab
+
+    key = hashlib.sha256(json.dumps([name, settings], sort_keys=True, default=str).encode())
+    key.update(f"{aigclab.__version__} {torch.__version__}".encode())
+    key.update(np.ascontiguousarray(train.images).tobytes())
+    key.update(np.ascontiguousarray(train.labels).tobytes())
+    src = Path(aigclab.__file__).parent
+    for f in sorted([*(src / "detect").glob("*.py"), *(src / "nn").glob("*.py")]):
+        key.update(f.read_bytes())
+    return Path(cache_dir) / "trained" / f"{name}-{key.hexdigest()[:16]}.safetensors"
 
 
 def cross_generator(
@@ -247,6 +281,7 @@ def few_shot(
     def run(name: str, k: int, make: Callable[[int, np.ndarray | None], Detector], learns: bool) -> None:
         t0 = time.perf_counter()
         per: dict[str, list[dict[str, float]]] = {g: [] for g in unseen}
+        fixed_scores: dict[str, np.ndarray] = {}  # a model that does not learn scores each query set once
         for seed in seeds:
             sup = supports[(k, seed)]
             det = make(seed, np.ones(len(sup), bool))
@@ -256,7 +291,9 @@ def few_shot(
 
             t = support_threshold(fitted if learns else None, sup, k, score=det.score)
             for g, q in queries.items():
-                per[g].append(_metrics(det.score(q.images), q.labels, t))
+                if learns or g not in fixed_scores:
+                    fixed_scores[g] = det.score(q.images)
+                per[g].append(_metrics(fixed_scores[g], q.labels, t))
         results[name] = _summary(per, k)
         r = results[name]
         _log(

@@ -41,7 +41,9 @@ def run(
     out: Path = typer.Option(Path("detections.jsonl"), help="results as JSONL; a CSV is written beside it"),
     threshold: float | None = typer.Option(None, help="P(fake) at or above which an image is called fake"),
     uncertain: float | None = typer.Option(
-        None, help="call 'uncertain' within this distance of the threshold"
+        None,
+        help="call 'uncertain' within this distance of the threshold (replaces the detector's calibrated "
+        "band; 0: no band)",
     ),
     device: str = typer.Option("cpu", help="torch device, e.g. cuda"),
     batch_size: int = typer.Option(64, help="images scored per batch (results are flushed per batch)"),
@@ -72,8 +74,9 @@ def run(
     det = resolve_detector(detector, str(cache_dir) if cache_dir else None, device)
     if threshold is not None:
         det.threshold = threshold
+        det.band = None  # a calibrated band belongs to the calibrated threshold
     if uncertain is not None:
-        det.uncertain = uncertain
+        det.set_uncertain(uncertain)
     if support is not None:
         _add_support_folder(det, support)
     results = ResultsFile(out, resume=resume)

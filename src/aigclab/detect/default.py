@@ -7,8 +7,9 @@ train fakes of every zoo family and as many real train patches. A user's ``--sup
 Calibration (`calibrate_held_out`): leave one family out. Fold *g* builds the bank without family *g*'s
 fakes and without the reals of one group of training photos, then scores other train images of family *g*
 and patches of those held-out photos. The pooled held-out scores pick the threshold (best balanced accuracy)
-and the half-width of the "uncertain" band (the narrowest band outside which held-out accuracy reaches
-`target_accuracy`, holding at most `max_uncertain` of the held-out images). Only train splits are used, so
+and the two ends of the "uncertain" band, chosen apart (`choose_band`: the band holding the fewest held-out
+images outside which their balanced accuracy reaches `target_accuracy`, at most `max_uncertain` of them
+inside; else the best balanced accuracy under that cap). Only train splits are used, so
 the test splits of the benchmark stay unseen.
 
 Example:
@@ -44,7 +45,7 @@ DEFAULT_DETECTOR = "ftnet-tiny"
 @dataclass(frozen=True)
 class Calibration:
     threshold: float
-    uncertain: float
+    band: tuple[float, float]  # (real below, fake at or above)
     balanced_acc: float  # held-out balanced accuracy at `threshold`
     decided_acc: float  # held-out accuracy outside the uncertain band
     uncertain_rate: float  # share of held-out images inside the band
@@ -77,20 +78,57 @@ def choose_band(
     threshold: float,
     target_accuracy: float = 0.9,
     max_uncertain: float = 0.5,
-) -> float:
-    """Narrowest half-width around `threshold` outside which accuracy reaches `target_accuracy`."""
+) -> tuple[float, float]:
+    """(real_below, fake_from) around `threshold`, its two ends chosen apart on (scores, labels).
+
+    Images below the first are called real, at or above the second fake, between them uncertain. The
+    band is the one holding the fewest images whose decided images reach `target_accuracy` balanced
+    accuracy, with at most `max_uncertain` of the images inside; when no band under that cap reaches the
+    target, the band under the cap with the best balanced accuracy on the decided images. Both ends lie
+    between observed scores, so each side is answered on scores the calibration saw.
+    """
     s, y = np.asarray(scores, np.float64), np.asarray(labels).astype(int)
-    dist = np.abs(s - threshold)
-    correct = (s >= threshold) == (y == 1)
-    best = 0.0
-    for d in np.r_[0.0, np.sort(dist)]:
-        inside = dist <= d if d > 0 else np.zeros(len(s), bool)
-        if inside.mean() > max_uncertain:
-            break
-        best = float(d)
-        if correct[~inside].mean() >= target_accuracy:
-            return float(d)
-    return best
+    if not ((y == 0).any() and (y == 1).any()):
+        return (threshold, threshold)
+    order = np.argsort(s, kind="stable")
+    s, y = s[order], y[order]
+    n = len(s)
+    fakes_before = np.r_[0, np.cumsum(y)]  # fakes among the i lowest scores
+    n_fake, n_real = int(y.sum()), int(n - y.sum())
+    t_idx = int(np.searchsorted(s, threshold, side="left"))  # images below the threshold
+    i = np.arange(t_idx + 1)[:, None]  # the i lowest are called real
+    j = np.arange(t_idx, n + 1)[None, :]  # from position j up they are called fake
+    real_right = i - fakes_before[i]
+    real_wrong = n_real - (j - fakes_before[j])  # reals at or above j
+    fake_right = n_fake - fakes_before[j]
+    fake_wrong = fakes_before[i]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        bal = 0.5 * (real_right / (real_right + real_wrong) + fake_right / (fake_right + fake_wrong))
+    bal = np.nan_to_num(bal, nan=0.0)
+    width = (j - i) / n
+    allowed = width <= max_uncertain + 1e-12
+    hit = allowed & (bal >= target_accuracy - 1e-12)
+    if hit.any():
+        cand = np.where(hit, width, np.inf)
+        best = np.flatnonzero(cand == cand.min())
+        flat = best[np.argmax(bal.reshape(-1)[best])]
+    else:
+        cand = np.where(allowed, bal, -np.inf)
+        best = np.flatnonzero(cand == cand.max())
+        flat = best[np.argmin(width.reshape(-1)[best])]
+    bi, bj = np.unravel_index(flat, bal.shape)
+    lo_i, hi_j = int(bi), int(bj) + t_idx
+
+    def cut(k: int, default: float) -> float:  # a value between scores k-1 and k
+        if k <= 0:
+            return float(s[0] - 1e-6)
+        if k >= n:
+            return float(s[-1] + 1e-6)
+        return float((s[k - 1] + s[k]) / 2)
+
+    lo = min(cut(lo_i, threshold), threshold) if lo_i < t_idx else threshold
+    hi = max(cut(hi_j, threshold), threshold) if hi_j > t_idx else threshold
+    return (lo, hi)
 
 
 def default_bank(per_generator: int = 64):  # type: ignore[no-untyped-def]
@@ -150,12 +188,12 @@ def calibrate_held_out(
         labels.append(np.r_[np.zeros(len(rq)), np.ones(len(fq))])
     s, y = np.concatenate(scores), np.concatenate(labels).astype(int)
     t = choose_threshold(s, y)
-    d = choose_band(s, y, t, target_accuracy, max_uncertain)
+    lo, hi = choose_band(s, y, t, target_accuracy, max_uncertain)
     pred = s >= t
     bal = ((pred[y == 1]).mean() + (~pred[y == 0]).mean()) / 2
-    inside = np.abs(s - t) <= d if d > 0 else np.zeros(len(s), bool)
-    decided = float((pred[~inside] == (y[~inside] == 1)).mean()) if (~inside).any() else float("nan")
-    return Calibration(t, d, float(bal), decided, float(inside.mean()), len(s))
+    inside = (s >= lo) & (s < hi)
+    decided = float(((s[~inside] >= hi) == (y[~inside] == 1)).mean()) if (~inside).any() else float("nan")
+    return Calibration(t, (lo, hi), float(bal), decided, float(inside.mean()), len(s))
 
 
 def default_detector(
@@ -171,7 +209,7 @@ def default_detector(
     det.add_prior(bank.images, bank.labels)
     if calibrate:
         cal = calibrate_held_out(det, per_generator)
-        det.threshold, det.uncertain = cal.threshold, cal.uncertain
+        det.threshold, det.band = cal.threshold, cal.band
     return det
 
 

@@ -180,7 +180,7 @@ def real_photo_fpr(
         "uncertain_rate": float(np.mean([x == "uncertain" for x in verdicts])),
         "fpr_at_0.5": float(np.mean(at_half)),
         "threshold": det.threshold,
-        "uncertain": det.uncertain,
+        "band": det.band,
         "n": len(verdicts),
         "photos": sorted(photos),
         "rows": rows,

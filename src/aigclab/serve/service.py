@@ -148,7 +148,7 @@ class Service:
             "name": self.config.detector,
             "class": type(det).__name__,
             "threshold": round(float(det.threshold), 6),
-            "uncertain": round(float(det.uncertain), 6),
+            "band": None if det.band is None else [round(float(v), 6) for v in det.band],
             "patch_size": det.patch_size,
             "max_patches": det.max_patches,
         }

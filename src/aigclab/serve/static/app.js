@@ -25,7 +25,9 @@ async function detect(files) {
   try {
     const body = await api("/v1/detect", { method: "POST", body: form });
     statusLine.textContent = `detector ${body.detector.name} (${body.detector.class}); ` +
-      `threshold ${body.detector.threshold.toFixed(3)}, uncertain band ±${body.detector.uncertain.toFixed(3)}`;
+      `threshold ${body.detector.threshold.toFixed(3)}` + (body.detector.band
+        ? `, real below ${body.detector.band[0].toFixed(3)}, fake from ${body.detector.band[1].toFixed(3)}`
+        : "");
     showRows(body.results, files);
   } catch (err) {
     statusLine.textContent = "";
