@@ -299,3 +299,20 @@ def test_ray_cluster_and_local_engine_give_identical_rows(det_file: Path, tmp_pa
     )
     local, on_ray = _rows(tmp_path / "local.jsonl"), _rows(tmp_path / "ray.jsonl")
     assert local == on_ray and len(local) == 6 and sum("skipped" in r for r in local) == 1
+
+
+def test_feature_memory_holds_a_byte_budget_and_keeps_what_is_reused(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from aigclab.detect import base
+
+    monkeypatch.setattr(base, "_MEMORY", base.OrderedDict())
+    monkeypatch.setattr(base, "_memory_used", 0)
+    monkeypatch.setattr(base, "_MEMORY_BYTES", 10 * 64 * 4)  # ten 64-float features
+    feats = np.random.default_rng(0).standard_normal((4, 64)).astype(np.float32)
+    base._remember("k", ["a", "b", "c", "d"], feats)
+    assert set(base._recall("k", ["a"])) == {0}  # "a" is now the most recently used
+    for start in range(0, 40, 4):  # a stream of images seen once each
+        base._remember("k", [f"s{i}" for i in range(start, start + 4)], feats)
+        assert base._memory_used <= base._MEMORY_BYTES
+        assert sum(f.nbytes for f in base._MEMORY.values()) == base._memory_used
+    assert len(base._MEMORY) == 10 and "b" not in {h for _, h in base._MEMORY}
+    np.testing.assert_array_equal(base._recall("k", ["s39"])[0], feats[3])

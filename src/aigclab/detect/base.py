@@ -16,6 +16,7 @@ import hashlib
 import itertools
 import json
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar, runtime_checkable
@@ -193,24 +194,37 @@ def _kwargs_hash(kwargs: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(kwargs, sort_keys=True, default=str).encode()).hexdigest()[:8]
 
 
-_MEMORY: dict[str, dict[str, np.ndarray]] = {}  # extractor key -> image hash -> feature (this process)
-_MEMORY_LIMIT = 500_000  # features kept in memory over all extractors
+# Features kept in this process's memory, oldest evicted first past a byte budget: K-shot sweeps and
+# repeated scoring of the same images cost one forward pass, and a stream of a million images scored
+# once each holds at most the budget (issue 22: memory must not grow with the number of images).
+_MEMORY: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()  # (extractor key, image hash) -> feature
+_MEMORY_BYTES = 256 << 20
+_memory_used = 0
 _MEMORY_LOCK = threading.Lock()  # the server scores from several threads
 
 
 def _remember(key: str, hashes: Sequence[str], feats: np.ndarray) -> None:
+    global _memory_used
     with _MEMORY_LOCK:
-        if sum(len(v) for v in _MEMORY.values()) + len(hashes) > _MEMORY_LIMIT:
-            _MEMORY.clear()
-        store = _MEMORY.setdefault(key, {})
         for h, f in zip(hashes, feats, strict=True):
-            store[h] = f
+            old = _MEMORY.pop((key, h), None)
+            _memory_used -= 0 if old is None else old.nbytes
+            if f.nbytes > _MEMORY_BYTES:
+                continue
+            _MEMORY[(key, h)] = f = f.copy()  # not a view that would keep the whole batch alive
+            _memory_used += f.nbytes
+        while _memory_used > _MEMORY_BYTES:
+            _, gone = _MEMORY.popitem(last=False)
+            _memory_used -= gone.nbytes
 
 
 def _recall(key: str, hashes: Sequence[str]) -> dict[int, np.ndarray]:
     with _MEMORY_LOCK:
-        memory = _MEMORY.get(key, {})
-        return {i: memory[h] for i, h in enumerate(hashes) if h in memory}
+        found = {i: _MEMORY.get((key, h)) for i, h in enumerate(hashes)}
+        for i, f in found.items():
+            if f is not None:
+                _MEMORY.move_to_end((key, hashes[i]))
+        return {i: f for i, f in found.items() if f is not None}
 
 
 def _extract_chunk(job: tuple[str, dict[str, Any], str, np.ndarray]) -> np.ndarray:
