@@ -257,7 +257,7 @@ class FeatureExtractor:
         layer: str = "pooled",
         cache_dir: str | Path | None = None,
         device: str = "cpu",
-        batch_size: int = 256,
+        batch_size: int = 64,  # activations of 256 images at 96 px held ~0.9 GB; 64 runs as fast on CPU
         engine: Engine = "local",
         workers: int | None = None,
         backbone_kwargs: dict[str, Any] | None = None,
