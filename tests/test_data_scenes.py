@@ -111,9 +111,10 @@ def test_scenes_model_loads_by_name_and_draws_scenes() -> None:
     assert model.shape == (3, 32, 32)
     images = ddim_sample(model, 16, steps=10, generator=torch.Generator().manual_seed(0))
     assert images.shape == (16, 32, 32, 3)
-    stats = scene_statistics(images)
-    assert 1.0 <= stats["objects_per_image"] <= 3.5, stats
-    assert stats["clean_share"] >= 0.6, stats
+    stats = scene_statistics(images)  # the data: ~2 objects per image, >90% clean (see the benchmark)
+    assert 1.0 <= stats["objects_per_image"] <= 3.0, stats
+    assert stats["clean_share"] >= 0.8, stats
+    assert sum(stats[f"share_{s}"] > 0.1 for s in SHAPES) >= 2, stats
 
 
 def test_cli_edits_an_object_of_a_scene_with_the_scenes_model(tmp_path) -> None:  # type: ignore[no-untyped-def]
