@@ -245,6 +245,10 @@ def scenes_markdown(ss: dict) -> list[str]:  # type: ignore[type-arg]
         "",
         *scenes_headline(ss),
         "",
+        "Example (`aigclab diffusion directions scene.png --mask quadrant.png --model scenes --k 3`, held-out scene "
+        "`make_scenes(1, seed=777)`, mask = the green square's quadrant; rows: directions 0-2 at -1, 0, +1 x ||h||): "
+        "![directions](jacobian_edit_scenes_directions.png)",
+        "",
         "Sample quality (parser on 20-step DDIM samples vs the procedural data):",
         "",
         "| set | objects/image | clean share | disk | square | triangle | area mean | area std | fill median |",
