@@ -26,8 +26,8 @@ PATCHES = np.random.default_rng(0).integers(0, 256, (16, 32, 32, 3), dtype=np.ui
 
 
 def test_zoo_has_seven_generators_and_families():
-    names = list_generators()
-    assert names == ["dcgan", "ddim", "ddpm", "flow", "ldm", "upgan", "vae"]
+    names = list_generators()  # scenes: the pixel DDPM on procedural scenes, not part of AIGC-Mini
+    assert names == ["dcgan", "ddim", "ddpm", "flow", "ldm", "scenes", "upgan", "vae"]
     families = {create_generator(n, preset=f"{n}-tiny").family for n in names}
     assert len(families) == 7
 

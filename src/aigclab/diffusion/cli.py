@@ -11,7 +11,11 @@ from rich.console import Console
 app = typer.Typer(no_args_is_help=True)
 console = Console()
 
-MODEL_HELP = "ddpm (the zoo's pixel DDPM), ldm (the zoo's latent diffusion) or tiny (random, for tests)"
+MODEL_HELP = (
+    "ddpm (the zoo's pixel DDPM), ldm (the zoo's latent diffusion), scenes (pixel DDPM on procedural scenes) "
+    "or tiny (random, for tests)"
+)
+EDIT_MODEL_HELP = "ddpm (the zoo's pixel DDPM), scenes (pixel DDPM on procedural scenes) or tiny"
 
 
 def _model(model: str, weights: Path | None, quantized: Path | None, steps: int):  # type: ignore[no-untyped-def]
@@ -143,7 +147,7 @@ def _inverted(model: str, weights: Path | None, image: Path, mask: Path, steps: 
     if dm.decoder is not None:
         from aigclab.errors import AigclabError
 
-        raise AigclabError(f"model {model!r}: edits need a pixel-space model (ddpm or tiny)")
+        raise AigclabError(f"model {model!r}: edits need a pixel-space model (ddpm, scenes or tiny)")
     x, m = read_image(image, size), read_mask(mask, size)
     t0 = min(EDIT_T0, dm.train_timesteps // 2)
     with torch.no_grad():
@@ -172,7 +176,7 @@ def directions(
     null_rank: int | None = typer.Option(None, help="unmasked directions projected away (default: k)"),
     steps: int = typer.Option(10, help="DDIM inversion and sampling steps"),
     iters: int = typer.Option(20, help="power iterations per direction"),
-    model: str = typer.Option("ddpm", help="ddpm (the zoo's pixel DDPM) or tiny"),
+    model: str = typer.Option("ddpm", help=EDIT_MODEL_HELP),
     weights: Path | None = typer.Option(None, help="folder with zoo weights"),
     scale: int = typer.Option(4, help="upscale factor of the preview"),
     seed: int = typer.Option(0),
@@ -208,7 +212,7 @@ def edit_image(
     steps: int = typer.Option(10, help="DDIM inversion and sampling steps"),
     edit_steps: int | None = typer.Option(None, help="shift h at the first N sampling steps (default all)"),
     iters: int = typer.Option(20, help="power iterations per direction"),
-    model: str = typer.Option("ddpm", help="ddpm (the zoo's pixel DDPM) or tiny"),
+    model: str = typer.Option("ddpm", help=EDIT_MODEL_HELP),
     weights: Path | None = typer.Option(None, help="folder with zoo weights"),
     scale: int = typer.Option(4, help="upscale factor of the strip"),
     seed: int = typer.Option(0),

@@ -6,8 +6,9 @@ is written out here (not hidden in a pipeline) because quantization needs two th
 index, passed to every quantized layer with `set_slot` before each UNet call, and a per-step callback
 that distillation and calibration hook into.
 
-Models: ``ddpm`` (the zoo's pixel DDPM, 32x32), ``ldm`` (the zoo's latent diffusion, UNet on 8x8x4) and
-``tiny`` (a randomly initialised small UNet for tests; no weights needed).
+Models: ``ddpm`` (the zoo's pixel DDPM, 32x32), ``ldm`` (the zoo's latent diffusion, UNet on 8x8x4),
+``scenes`` (the same pixel DDPM trained on procedural scenes, `aigclab.data.scenes`) and ``tiny`` (a randomly
+initialised small UNet for tests; no weights needed).
 
 Example:
     >>> import torch
@@ -36,7 +37,8 @@ from aigclab.quant import set_slot
 
 __all__ = ["MODELS", "DiffusionModel", "StepFn", "ddim_sample", "load_model", "record_trajectory"]
 
-MODELS = ("ddpm", "ldm", "tiny")
+MODELS = ("ddpm", "ldm", "scenes", "tiny")
+PIXEL_MODELS = ("ddpm", "scenes")
 
 # Called at every step with (step index, timestep, x_t, eps); may return a replacement eps.
 StepFn = Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor | None]
@@ -92,7 +94,8 @@ def _trained_config(name: str, weights: Path | None) -> dict[str, Any]:
 
     path = (weights or weights_dir()) / f"{name}.json"
     if not path.is_file():
-        raise AigclabError(f"{path}: no trained {name!r} weights config; run `aigclab data build-mini`")
+        how = "python scripts/train_scenes_ddpm.py" if name == "scenes" else "aigclab data build-mini"
+        raise AigclabError(f"{path}: no trained {name!r} weights config; run `{how}`")
     meta = json.loads(path.read_text())
     return {k: v for k, v in meta.items() if k not in ("name", "unet_config")}
 
@@ -111,7 +114,7 @@ def load_model(name: str, weights: Path | None = None) -> DiffusionModel:
     for p in unet.parameters():
         p.requires_grad_(False)
     clip = bool(getattr(cfg, "clip_sample", False))
-    if name == "ddpm":
+    if name in PIXEL_MODELS:
         return DiffusionModel(
             name, unet, cfg.train_timesteps, cfg.beta_schedule, (3, cfg.size, cfg.size), clip
         )

@@ -23,6 +23,10 @@ Example:
 The trained DDPM is a plain diffusers UNet: ``load_generator("ddpm").unet`` (a `UNet2DModel`), its
 constructor arguments `unet_config(cfg)`; weights in ``assets/weights/zoo/ddpm.safetensors`` with the
 config in ``ddpm.json``.
+
+``scenes`` is not part of AIGC-Mini: the same pixel DDPM trained on procedural scenes
+(`aigclab.data.scenes`, objects with known colour, shape, size and position) by
+``scripts/train_scenes_ddpm.py``, so that local edits can be checked against ground truth.
 """
 
 from __future__ import annotations
@@ -93,7 +97,7 @@ def _entry(name: str, kind: str) -> None:
 
 for _name, _kind in [
     ("dcgan", "gan"), ("upgan", "gan"), ("vae", "vae"), ("ddpm", "ddpm"), ("ddim", "ddpm"),
-    ("ldm", "ldm"), ("flow", "flow"),
+    ("ldm", "ldm"), ("flow", "flow"), ("scenes", "ddpm"),
 ]:  # fmt: skip
     _entry(_name, _kind)
 

@@ -80,11 +80,14 @@ def fit(
     images: np.ndarray,
     log: Callable[[str], None] = print,
     log_every: int = 200,
+    checkpoint: Path | None = None,
 ) -> ZooGenerator:
     """Train `model` on uint8 `images` for `config.steps` steps (random batches, random h-flips).
 
     Batches, flips and the model's own noise all come from one `torch.Generator` seeded with
-    `config.seed`, so a single-threaded CPU run is repeatable bit for bit.
+    `config.seed`, so a single-threaded CPU run is repeatable bit for bit. With `checkpoint`, the weights
+    are saved there (`save_generator`, fp16) at every log step, so a long run can be inspected while it
+    trains and leaves a usable model if stopped.
     """
     cfg = model.config
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -101,6 +104,10 @@ def fit(
         if step % log_every == 0 or step == cfg.steps:
             parts = " ".join(f"{k}={v:.4f}" for k, v in losses.items())
             log(f"{cfg.name} step {step}/{cfg.steps} {parts} ({time.perf_counter() - start:.0f}s)")
+            if checkpoint is not None:
+                from aigclab.data.zoo import save_generator
+
+                save_generator(model, checkpoint)
     model.eval()
     return model
 
