@@ -3,7 +3,8 @@
 Each scripted step is a reply text (str) or a dict with any of ``content``, ``status`` (HTTP code),
 ``delay`` (seconds before answering), ``raw`` (a body sent as is), ``finish`` (the finish reason,
 default "stop") and, for a request with ``"stream": true``, ``chunk_delay`` (seconds between the
-server-sent events, one per word). Replies carry ``usage`` with one token per word. When the script
+server-sent events, one per word; ``no_usage`` leaves out the usage event). Replies carry ``usage``
+with one token per word. When the script
 runs out, the last step repeats. A step may also be a callable that takes the request body and
 returns a step (replies that depend on the request). Every request body is kept in ``requests`` for assertions.
 """
@@ -91,7 +92,8 @@ class ScriptedChatServer:
                     self._event(
                         {"choices": [{"index": 0, "delta": {}, "finish_reason": step.get("finish", "stop")}]}
                     )
-                    self._event({"choices": [], "usage": _usage(body, step.get("content", ""))})
+                    if not step.get("no_usage"):  # llama-cpp-python's server sends none
+                        self._event({"choices": [], "usage": _usage(body, step.get("content", ""))})
                     self.wfile.write(b"data: [DONE]\n\n")
                 except (BrokenPipeError, ConnectionResetError):
                     server.abandoned += 1  # the client closed the stream

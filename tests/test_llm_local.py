@@ -34,6 +34,9 @@ def test_streaming_joins_the_events_and_keeps_usage(chat_server):
     assert (reply.text, reply.finish_reason, reply.completion_tokens) == ("a b c d", "stop", 4)
     body = chat_server.requests[0]
     assert body["stream"] is True and body["stream_options"] == {"include_usage": True}
+    # a server that ignores include_usage (llama-cpp-python's): the content chunks are the tokens
+    chat_server.set_script({"content": "a b c d e", "finish": "stop", "no_usage": True})
+    assert _openai(chat_server, stream=True).reply([user_message("go")]).completion_tokens == 5
 
 
 def test_streaming_timeout_bounds_the_silence_not_the_whole_reply(chat_server):

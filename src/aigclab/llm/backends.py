@@ -238,7 +238,10 @@ def _events(resp: httpx.Response, url: str) -> Iterator[dict[str, Any]]:
 
 
 def _read_events(resp: httpx.Response, url: str) -> dict[str, Any]:
-    """Join the server-sent chunks of a streamed reply into one chat.completion object."""
+    """Join the server-sent chunks of a streamed reply into one chat.completion object.
+
+    Servers that ignore ``stream_options.include_usage`` (llama-cpp-python's) send no usage; the reply's
+    tokens are then the content chunks, one token each on llama.cpp servers."""
     parts: list[str] = []
     finish, usage = None, None
     for event in _events(resp, url):
@@ -249,6 +252,7 @@ def _read_events(resp: httpx.Response, url: str) -> dict[str, Any]:
     if finish is None:
         raise LLMError(f"{url}: the stream ended without a finish reason (cut off?)")
     message = {"role": "assistant", "content": "".join(parts)}
+    usage = usage or {"completion_tokens": sum(1 for p in parts if p)}
     return {"choices": [{"message": message, "finish_reason": finish}], "usage": usage}
 
 
