@@ -316,3 +316,28 @@ def test_feature_memory_holds_a_byte_budget_and_keeps_what_is_reused(monkeypatch
         assert sum(f.nbytes for f in base._MEMORY.values()) == base._memory_used
     assert len(base._MEMORY) == 10 and "b" not in {h for _, h in base._MEMORY}
     np.testing.assert_array_equal(base._recall("k", ["s39"])[0], feats[3])
+
+
+def test_the_stream_scores_without_remembering_features(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    # a million files scored once each must not fill the feature memory, and a repeated file (a hard link)
+    # must cost a forward pass like any other, or throughput figures on repeated files are free
+    from aigclab.detect import base
+    from aigclab.detect.pipeline import FileKey, Item, Prep, score_items
+
+    det = create_detector("ftnet-tiny")
+    rng = np.random.default_rng(0)
+    det.add_support(rng.integers(0, 256, (8, 32, 32, 3), dtype=np.uint8), np.array([0, 1] * 4))
+    monkeypatch.setattr(base, "_MEMORY", base.OrderedDict())
+    monkeypatch.setattr(base, "_memory_used", 0)
+    calls = []
+    compute = base.FeatureExtractor._compute
+    monkeypatch.setattr(
+        base.FeatureExtractor, "_compute", lambda self, x: calls.append(len(x)) or compute(self, x)
+    )
+    image = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    items = [Item(FileKey(f"/x/{i}.png", 1, 0), image) for i in range(3)]  # the same pixels three times
+    rows = score_items(det, items, Prep.of(det))
+    assert len({r["probability"] for r in rows}) == 1 and len(base._MEMORY) == 0
+    assert sum(calls) == 3 * len(base.to_patches(image, det.patch_size, det.max_patches))
+    det.score(np.stack([image, image]))  # outside the stream the memory still serves repeats
+    assert len(base._MEMORY) > 0

@@ -12,12 +12,14 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
 import json
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextvars import ContextVar
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar, runtime_checkable
 
@@ -203,6 +205,22 @@ _memory_used = 0
 _MEMORY_LOCK = threading.Lock()  # the server scores from several threads
 
 
+_USE_MEMORY: ContextVar[bool] = ContextVar("aigclab_feature_memory", default=True)
+
+
+@contextlib.contextmanager
+def feature_memory(enabled: bool) -> Iterator[None]:
+    """Turn the in-process feature memory on or off for this thread or task while the block runs.
+
+    The streaming main job scores every file once, so remembering its features would only cost memory
+    (and would let repeated files, e.g. hard links, be scored for free)."""
+    token = _USE_MEMORY.set(enabled)
+    try:
+        yield
+    finally:
+        _USE_MEMORY.reset(token)
+
+
 def _remember(key: str, hashes: Sequence[str], feats: np.ndarray) -> None:
     global _memory_used
     with _MEMORY_LOCK:
@@ -289,6 +307,9 @@ class FeatureExtractor:
         """(N, D) float32 features of uint8 images (N, H, W, 3)."""
         if len(images) == 0:
             raise AigclabError("FeatureExtractor got no images")
+        memory = _USE_MEMORY.get()
+        if not memory and self.cache_dir is None:
+            return self._compute(images).astype(np.float32)
         keys = [content_hash(img) for img in images]
         found: dict[int, np.ndarray] = {}
         if self.cache_dir is not None:
@@ -297,7 +318,8 @@ class FeatureExtractor:
                 if path.is_file():
                     found[i] = np.load(path)
         new = [i for i in range(len(keys)) if i not in found]
-        found.update({new[j]: f for j, f in _recall(self.key, [keys[i] for i in new]).items()})
+        if memory:
+            found.update({new[j]: f for j, f in _recall(self.key, [keys[i] for i in new]).items()})
         missing = [i for i in range(len(keys)) if i not in found]
         if missing:
             found.update(zip(missing, self._compute(images[missing]).astype(np.float32), strict=True))
@@ -306,7 +328,8 @@ class FeatureExtractor:
             for i in new:
                 np.save(self.cache_dir / f"{keys[i]}.npy", found[i])
         feats = np.stack([found[i] for i in range(len(keys))]).astype(np.float32)
-        _remember(self.key, keys, feats)
+        if memory:
+            _remember(self.key, keys, feats)
         return feats
 
 

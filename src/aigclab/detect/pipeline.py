@@ -179,17 +179,21 @@ def prepare_chunk(keys: list[FileKey], prep: Prep) -> list[Item]:
 
 
 def _probabilities(det: Detector, items: list[Item], prep: Prep) -> np.ndarray:
-    """P(fake) per item, the same numbers `det.score(images)` gives (mean over each image's patches)."""
+    """P(fake) per item, the same numbers `det.score(images)` gives (mean over each image's patches).
+
+    Features are not remembered in memory: each file of the stream is scored once."""
+    from aigclab.detect.base import feature_memory, to_patches
+
     arrays = [it.data for it in items if it.data is not None]
     if not prep.cut:
-        return det.score(arrays)
-    from aigclab.detect.base import to_patches
-
+        with feature_memory(False):
+            return det.score(arrays)
     sets = [
         a if it.cut else to_patches(a, prep.patch_size, prep.max_patches)
         for it, a in zip(items, arrays, strict=True)
     ]
-    flat = det.score(np.concatenate(sets))
+    with feature_memory(False):
+        flat = det.score(np.concatenate(sets))
     bounds = np.cumsum([0] + [len(p) for p in sets])
     return np.array([flat[a:b].mean() for a, b in itertools.pairwise(bounds)])
 
