@@ -41,6 +41,7 @@ from aigclab.diffusion.jacobian_edit import (
     to_uint8,
 )
 from aigclab.diffusion.models import ddim_sample, load_model
+from aigclab.reports import markdown_table
 
 Spread = Callable[[list[float]], dict[str, float]]
 # --- semantics on the procedural-scene DDPM: objects with ground-truth colour, size, shape, position ---
@@ -267,14 +268,16 @@ def scenes_markdown(ss: dict) -> list[str]:  # type: ignore[type-arg]
         + ", ".join(f"{g} {ra[g]['median']:.2f}" for g in ra)
         + " (median, spread units) from the ground truth image.",
         "",
-        "| direction | locality mean | across-seed std | median | q10 | q90 | n |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    rows += [
-        f"| {k} | {s['mean']:.1f} | {ss['locality_across_seeds'][k]['std']:.1f} | {s['median']:.1f} | "
-        f"{s['q10']:.1f} | {s['q90']:.1f} | {s['n']} |"
-        for k, s in ss["locality_spread"].items()
-    ]
+        markdown_table(
+            [
+                {"direction": k, "locality mean": f"{s['mean']:.1f}",
+                 "across-seed std": f"{ss['locality_across_seeds'][k]['std']:.1f}",
+                 "median": f"{s['median']:.1f}", "q10": f"{s['q10']:.1f}", "q90": f"{s['q90']:.1f}", "n": s["n"]}
+                for k, s in ss["locality_spread"].items()
+            ],
+            ["direction", "locality mean", "across-seed std", "median", "q10", "q90", "n"],
+        ),
+    ]  # fmt: skip
     groups = list(ss["attribute_spread"])
     rows += [
         "",
@@ -302,14 +305,16 @@ def scenes_markdown(ss: dict) -> list[str]:  # type: ignore[type-arg]
         "Consistency across the images of one (seed, quadrant): pairwise cosine of the signed change profiles "
         "(|cos| for per-image directions, whose sign is arbitrary; signed for one direction transferred):",
         "",
-        "| edit | pairwise cos mean | std | modal dominant | share |",
-        "|---|---|---|---|---|",
-    ]
-    rows += [
-        f"| {k} | {c['pairwise_cosine']['mean']:.2f} | {c['pairwise_cosine']['std']:.2f} | {c['dominant']} | "
-        f"{c['dominant_share']:.2f} |"
-        for k, c in ss["consistency"].items()
-    ]
+        markdown_table(
+            [
+                {"edit": k, "pairwise cos mean": f"{c['pairwise_cosine']['mean']:.2f}",
+                 "std": f"{c['pairwise_cosine']['std']:.2f}", "modal dominant": c["dominant"],
+                 "share": f"{c['dominant_share']:.2f}"}
+                for k, c in ss["consistency"].items()
+            ],
+            ["edit", "pairwise cos mean", "std", "modal dominant", "share"],
+        ),
+    ]  # fmt: skip
     return rows
 
 
