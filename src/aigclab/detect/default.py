@@ -119,15 +119,15 @@ def choose_band(
     bi, bj = np.unravel_index(flat, bal.shape)
     lo_i, hi_j = int(bi), int(bj) + t_idx
 
-    def cut(k: int, default: float) -> float:  # a value between scores k-1 and k
+    def cut(k: int) -> float:  # a value between scores k-1 and k
         if k <= 0:
             return float(s[0] - 1e-6)
         if k >= n:
             return float(s[-1] + 1e-6)
         return float((s[k - 1] + s[k]) / 2)
 
-    lo = min(cut(lo_i, threshold), threshold) if lo_i < t_idx else threshold
-    hi = max(cut(hi_j, threshold), threshold) if hi_j > t_idx else threshold
+    lo = min(cut(lo_i), threshold) if lo_i < t_idx else threshold
+    hi = max(cut(hi_j), threshold) if hi_j > t_idx else threshold
     return (lo, hi)
 
 

@@ -100,6 +100,27 @@ class ChatBackend(Protocol):
 BACKENDS: Registry[ChatBackend] = Registry("chat-backend")
 
 
+class ReplyBackend:
+    """`complete` and `structured` for a backend that implements `reply`; `where` names it in errors."""
+
+    name: str
+    cfg: Any  # with max_reasks
+    stats: dict[str, int]
+
+    @property
+    def where(self) -> str:
+        raise NotImplementedError
+
+    def reply(self, messages: Sequence[Message], schema: dict[str, Any] | None = None) -> Reply:
+        raise NotImplementedError
+
+    def complete(self, messages: Sequence[Message], schema: dict[str, Any] | None = None) -> str:
+        return self.reply(messages, schema).text
+
+    def structured(self, messages: Sequence[Message], model_cls: type[M]) -> M:
+        return structured_reply(self, messages, model_cls, self.cfg.max_reasks, self.stats, self.where)
+
+
 class OpenAIConfig(Config):
     base_url: str = "http://127.0.0.1:8000/v1"
     model: str = "default"
@@ -114,7 +135,7 @@ class OpenAIConfig(Config):
     json_mode: Literal["json_schema", "json_object", "off"] = "json_schema"
 
 
-class OpenAIBackend:
+class OpenAIBackend(ReplyBackend):
     """A chat-completions client. `stats` counts calls, transport retries and re-asks."""
 
     name = "openai"
@@ -208,12 +229,9 @@ class OpenAIBackend:
             raise LLMError(f"{self.cfg.base_url}: malformed chat reply: {str(data)[:200]}") from None
         return Reply.from_completion(data, content, start)
 
-    def complete(self, messages: Sequence[Message], schema: dict[str, Any] | None = None) -> str:
-        return self.reply(messages, schema).text
-
-    def structured(self, messages: Sequence[Message], model_cls: type[M]) -> M:
-        where = f"{self.cfg.model} at {self.cfg.base_url}"
-        return structured_reply(self, messages, model_cls, self.cfg.max_reasks, self.stats, where)
+    @property
+    def where(self) -> str:
+        return f"{self.cfg.model} at {self.cfg.base_url}"
 
 
 def _read_json(resp: httpx.Response, url: str) -> dict[str, Any]:

@@ -24,7 +24,7 @@ from pydantic import BaseModel
 
 from aigclab._config import Config
 from aigclab.errors import ConfigError
-from aigclab.llm.backends import BACKENDS, LLMError, Reply, structured_reply
+from aigclab.llm.backends import BACKENDS, LLMError, Reply, ReplyBackend
 from aigclab.llm.messages import Message, text_messages
 
 __all__ = ["LlamaCppBackend", "LlamaCppConfig", "resolve_gguf"]
@@ -75,7 +75,7 @@ def _load(cfg: LlamaCppConfig) -> Any:
     )
 
 
-class LlamaCppBackend:
+class LlamaCppBackend(ReplyBackend):
     """`llama` is a ``llama_cpp.Llama`` (made from `cfg` when not given; tests pass a stand-in)."""
 
     name = "llamacpp"
@@ -103,13 +103,9 @@ class LlamaCppBackend:
             raise LLMError(f"{self.cfg.model_path}: {err}") from None
         return Reply.from_completion(out, out["choices"][0]["message"]["content"], start)
 
-    def complete(self, messages: Sequence[Message], schema: dict[str, Any] | None = None) -> str:
-        return self.reply(messages, schema).text
-
-    def structured(self, messages: Sequence[Message], model_cls: type[M]) -> M:
-        return structured_reply(
-            self, messages, model_cls, self.cfg.max_reasks, self.stats, self.cfg.model_path
-        )
+    @property
+    def where(self) -> str:
+        return str(self.cfg.model_path)
 
 
 @BACKENDS.register("llamacpp")

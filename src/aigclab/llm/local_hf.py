@@ -26,7 +26,7 @@ from pydantic import BaseModel
 
 from aigclab._config import Config
 from aigclab.errors import ConfigError
-from aigclab.llm.backends import BACKENDS, LLMError, Reply, structured_reply
+from aigclab.llm.backends import BACKENDS, LLMError, Reply, ReplyBackend
 from aigclab.llm.messages import Message, text_messages
 
 __all__ = ["TransformersBackend", "TransformersConfig", "to_hf_conversation"]
@@ -71,7 +71,7 @@ def to_hf_conversation(
     return conv
 
 
-class TransformersBackend:
+class TransformersBackend(ReplyBackend):
     name = "transformers"
 
     def __init__(self, cfg: TransformersConfig):
@@ -134,13 +134,9 @@ class TransformersBackend:
             completion_tokens=len(new),
         )
 
-    def complete(self, messages: Sequence[Message], schema: dict[str, Any] | None = None) -> str:
-        return self.reply(messages, schema).text
-
-    def structured(self, messages: Sequence[Message], model_cls: type[M]) -> M:
-        return structured_reply(
-            self, messages, model_cls, self.cfg.max_reasks, self.stats, self.cfg.model_path
-        )
+    @property
+    def where(self) -> str:
+        return str(self.cfg.model_path)
 
 
 @BACKENDS.register("transformers")
