@@ -268,6 +268,11 @@ def main() -> None:
     )
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     ap.add_argument(
+        "--patches",
+        default="64",
+        help="--max-patches values run with the local engine (the default detector reads 64 per image)",
+    )
+    ap.add_argument(
         "--distinct", type=int, default=0, help="distinct files per size (default 48 at <= 4 MP, else 24)"
     )
     ap.add_argument("--data", type=Path, default=Path("/tmp/aigclab_detect_scale"))
@@ -300,11 +305,12 @@ def main() -> None:
         "workers": args.workers,
         "quick": args.quick,
     }
-    jobs = [(spec, "local") for spec in sizes if "local" in engines]
-    jobs += [(spec, "ray") for spec in sizes if "ray" in engines and spec in ray_sizes]  # Ray last
+    patch_counts = [int(k) for k in args.patches.split(",")]
+    jobs = [(spec, "local", k) for spec in sizes if "local" in engines for k in patch_counts]
+    jobs += [(spec, "ray", 64) for spec in sizes if "ray" in engines and spec in ray_sizes]  # Ray last
     floors: dict[str, float] = {}
     address = None
-    for spec, engine in jobs:
+    for spec, engine, patches in jobs:
         n, mp = int(spec.split("x")[0]), float(spec.split("x")[1])
         distinct = min(n, args.distinct or (48 if mp <= 4 else 24))
         folder = build_folder(args.data, n, mp, distinct=distinct, workers=args.workers)
@@ -314,14 +320,16 @@ def main() -> None:
         floor = floors[spec]
         if engine == "ray" and address is None:
             address = start_ray(args.workers)
-        out = args.data / f"det_{spec}_{engine}.jsonl"
+        out = args.data / f"det_{spec}_{engine}{'' if patches == 64 else f'_p{patches}'}.jsonl"
         extra = ["--engine", "ray", "--address", address or ""] if engine == "ray" else []
+        extra += ["--max-patches", str(patches)] if patches != 64 else []
         load = os.getloadavg()[0]
         r = run_cli([str(folder), "--out", str(out), "--workers", str(args.workers), *extra])
         run = {
             "images": n,
             "megapixels": mp,
             "engine": engine,
+            "max_patches": patches,
             "img_per_s": r["img_per_s"],
             "decode_floor_img_per_s": round(floor, 2),
             "ratio_to_floor": round(r["img_per_s"] / floor, 3) if r["img_per_s"] else None,
@@ -334,8 +342,7 @@ def main() -> None:
         }
         if engine == "ray":
             run["identical_to_local"] = identical(args.data, spec)
-        same = (n, mp, engine)
-        result["runs"] = [x for x in result["runs"] if (x["images"], x["megapixels"], x["engine"]) != same]
+        result["runs"] = [x for x in result["runs"] if _run_key(x) != _run_key(run)]
         result["runs"].append(run)
         print(json.dumps(run), flush=True)
         save(result, args.out)
@@ -350,6 +357,10 @@ def main() -> None:
         result["resume"] = resume_check(res_folder, res_out, args.workers) | {"size": res_spec}
         print(json.dumps(result["resume"]), flush=True)
     save(result, args.out)
+
+
+def _run_key(run: dict) -> tuple:
+    return run["images"], run["megapixels"], run["engine"], run.get("max_patches", 64)
 
 
 def identical(data: Path, spec: str) -> bool | None:
@@ -372,8 +383,8 @@ def save(result: dict, out: Path) -> None:
     """Write `result`, keeping runs of other sizes already in the file (invocations may overlap)."""
     if out.is_file():
         disk = json.loads(out.read_text())
-        mine = {(r["images"], r["megapixels"], r["engine"]) for r in result["runs"]}
-        kept = [r for r in disk["runs"] if (r["images"], r["megapixels"], r["engine"]) not in mine]
+        mine = {_run_key(r) for r in result["runs"]}
+        kept = [r for r in disk["runs"] if _run_key(r) not in mine]
         result["runs"] = kept + result["runs"]
         result["resume"] = result["resume"] or disk.get("resume")
         result["time_per_image_ms_one_process"] = (
@@ -395,12 +406,13 @@ def markdown(res: dict) -> str:
         "the stream keeps no features in memory, so a repeated file costs a forward pass like any other.",
         *(["", f"Superseded: {res['superseded']}"] if res.get("superseded") else []),
         "",
-        "| images | MP | engine | img/s | decode floor img/s | ratio | peak RSS MB | load before/after | rows = local |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| images | MP | engine | patches | img/s | decode floor img/s | ratio | peak RSS MB | load before/after "
+        "| rows = local |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in res["runs"]:
         lines.append(
-            f"| {r['images']} | {r['megapixels']:g} | {r['engine']} | {r['img_per_s']} | "
+            f"| {r['images']} | {r['megapixels']:g} | {r['engine']} | {r.get('max_patches', 64)} | {r['img_per_s']} | "
             f"{r['decode_floor_img_per_s']} | {r['ratio_to_floor']} | {r['peak_rss_mb']} | "
             f"{r['load_avg_1min_before']} / {r['load_avg_1min_after']} | {r.get('identical_to_local', '')} |"
         )

@@ -37,28 +37,41 @@ FIXTURE = Path(__file__).parent / "fixtures" / "nsfwjs_tfjs.npz"
 TOL = 1e-5  # max abs difference, relative to the reference's scale where it exceeds 1
 
 
-def _compare(net: str) -> dict[str, float]:
-    """Max abs difference port vs TensorFlow.js for every reference array of `net` in the fixture."""
+def _compare(net: str, folded: bool = False) -> dict[str, float]:
+    """Max abs difference port vs TensorFlow.js for every reference array of `net` in the fixture;
+    `folded`: the inference-only port (BatchNorm folded, padded stride-2 convs widened)."""
     with np.load(FIXTURE) as fx:
         arrays = {k: fx[k] for k in fx.files if k.startswith(f"{net}/")}
-    diffs = compare_with_reference(create_backbone(f"{net}-nsfwjs"), arrays)
+    bb = create_backbone(f"{net}-nsfwjs")
+    diffs = compare_with_reference(bb.for_inference() if folded else bb, arrays)
     assert len(diffs) == len(arrays) - sum(k.endswith("/input") for k in arrays) > 10
     for key, (diff, scale) in diffs.items():
         assert diff <= TOL * max(1.0, scale), f"{key}: {diff:.2e}"
     return {k: d for k, (d, _) in diffs.items()}
 
 
-def test_mobilenetv2_matches_tfjs() -> None:
-    worst = _compare("mobilenetv2")
+@pytest.mark.parametrize("folded", [False, True])
+def test_mobilenetv2_matches_tfjs(folded: bool) -> None:
+    worst = _compare("mobilenetv2", folded)
     assert any("/map/probs" in k for k in worst) and any("97x113/map/block5" in k for k in worst)
     assert max(v for k, v in worst.items() if "/mean/" in k or "pooled" in k) < 2e-5
 
 
-def test_inceptionv3_matches_tfjs() -> None:
+@pytest.mark.parametrize("folded", [False, True])
+def test_inceptionv3_matches_tfjs(folded: bool) -> None:
     if not nsfwjs_weights_path("inceptionv3").is_file():
         pytest.skip("InceptionV3 weights not converted here; run `aigclab models fetch nsfwjs`")
-    worst = _compare("inceptionv3")
+    worst = _compare("inceptionv3", folded)
     assert max(worst.values()) < 1e-5
+
+
+def test_inference_port_has_no_batchnorm_or_padding_copies() -> None:
+    bb = create_backbone("mobilenetv2-nsfwjs").for_inference()
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in bb.modules())
+    assert not any(p.requires_grad for p in bb.parameters()) and not bb.training
+    widened = [m for m in bb.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (4, 4)]
+    assert len(widened) == 5  # the stem and the four stride-2 depthwise convolutions
+    assert all(float(m.weight[:, :, 0].abs().max()) == 0.0 for m in widened)
 
 
 def test_mobilenetv2_features_any_size_and_layers() -> None:

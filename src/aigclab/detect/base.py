@@ -251,7 +251,7 @@ def _extract_chunk(job: tuple[str, dict[str, Any], str, np.ndarray]) -> np.ndarr
 
     name, kwargs, layer, images = job
     torch.set_num_threads(1)
-    return create_backbone(name, **kwargs).features(images, layer=layer)
+    return create_backbone(name, **kwargs).for_inference().features(images, layer=layer)
 
 
 class FeatureExtractor:
@@ -285,7 +285,8 @@ class FeatureExtractor:
         self.backbone_name, self.layer, self.device = backbone, layer, device
         self.batch_size, self.engine, self.workers = batch_size, engine, workers
         self.backbone_kwargs = dict(backbone_kwargs or {})
-        self.model = create_backbone(backbone, **self.backbone_kwargs).to(device)
+        # frozen: the hash below is of the weights actually run (folded layers hash apart from unfolded)
+        self.model = create_backbone(backbone, **self.backbone_kwargs).to(device).for_inference()
         self.model.check_layer(layer)
         kw = _kwargs_hash(self.backbone_kwargs)
         self.key = f"{backbone}-{layer}-{kw}-{_weights_hash(self.model)}"

@@ -62,6 +62,12 @@ class Backbone(nn.Module):
         std = torch.tensor(self.std).view(1, 3, 1, 1)
         return (x - mean) / std
 
+    def for_inference(self) -> Backbone:
+        """This backbone made ready for forward passes only, in place: eval mode, no gradients.
+
+        Subclasses may also fuse layers; outputs then equal the eval-mode ones up to float rounding."""
+        return self.eval().requires_grad_(False)
+
     def check_layer(self, layer: str) -> str:
         if layer not in self.layers:
             raise AigclabError(

@@ -36,7 +36,7 @@ from safetensors.numpy import load_file, save_file
 
 from aigclab.errors import AigclabError, ConfigError
 from aigclab.nn.backbones import BACKBONES, Backbone, spatial_pool
-from aigclab.nn.keras_ports import KerasInceptionV3, KerasMobileNetV2, load_keras_weights
+from aigclab.nn.keras_ports import KerasInceptionV3, KerasMobileNetV2, fold_batchnorm, load_keras_weights
 from aigclab.nn.nsfwjs_fetch import NSFWJS_VERSION, default_cache_dir
 from aigclab.nn.tfjs import QuantTensor
 
@@ -142,6 +142,11 @@ class NsfwjsBackbone(Backbone):
             )
             x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
         return x
+
+    def for_inference(self) -> NsfwjsBackbone:
+        """Eval mode, no gradients, BatchNorm folded into the convolutions (about 2x faster on CPU)."""
+        fold_batchnorm(self.model)
+        return self.eval().requires_grad_(False)
 
     def forward_maps(self, x: torch.Tensor, layers: list[str]) -> dict[str, torch.Tensor]:
         """Unpooled maps (N, C, H, W) of block/mixed layers, (N, D) for ``pooled``/``probs``."""
