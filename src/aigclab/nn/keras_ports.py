@@ -91,7 +91,7 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
             with torch.no_grad():
                 wide.weight.zero_()
                 wide.weight[:, :, 1:, 1:] = conv.weight
-                wide.bias.copy_(conv.bias)  # type: ignore[union-attr]
+                wide.bias.copy_(conv.bias if conv.bias is not None else torch.zeros_like(wide.bias))
             conv, module.pad01 = wide, False
         module.conv, module.bn = conv, nn.Identity()
     return model.requires_grad_(False)
@@ -343,6 +343,8 @@ def load_keras_weights(model: KerasMobileNetV2 | KerasInceptionV3, weights: Mapp
         bn = {"Conv1": "bn_Conv1/", "Conv_1": "Conv_1_bn/"}.get(
             name, f"{name}_BN/" if mobilenet else f"{name}/bn_"
         )
+        if not isinstance(module.bn, nn.BatchNorm2d):
+            raise ConfigError(f"{name}: BatchNorm already folded; load weights into a fresh model")
         assert module.bn.running_mean is not None and module.bn.running_var is not None
         for param, tensor in (("gamma", module.bn.weight), ("beta", module.bn.bias),
                               ("moving_mean", module.bn.running_mean),
