@@ -91,7 +91,8 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
             with torch.no_grad():
                 wide.weight.zero_()
                 wide.weight[:, :, 1:, 1:] = conv.weight
-                wide.bias.copy_(conv.bias if conv.bias is not None else torch.zeros_like(wide.bias))
+                assert conv.bias is not None and wide.bias is not None  # folding always gives a bias
+                wide.bias.copy_(conv.bias)
             conv, module.pad01 = wide, False
         module.conv, module.bn = conv, nn.Identity()
     return model.requires_grad_(False)
