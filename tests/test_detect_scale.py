@@ -65,6 +65,38 @@ def test_pipeline_scores_equal_detector_score(det_file: Path, tmp_path: Path) ->
     assert [r["probability"] for r in rows] == [round(float(p), 4) for p in expected]
 
 
+def test_stream_rows_are_the_same_in_order_on_any_number_of_score_threads(
+    det_file: Path, tmp_path: Path
+) -> None:
+    from aigclab.detect import load_detector
+    from aigclab.detect.pipeline import detect_stream, file_key
+
+    det = load_detector(det_file)
+    paths = [_png(tmp_path / f"{i:02d}.png", 40 + 7 * i, 60, i) for i in range(11)]
+    keys = [file_key(str(p)) for p in paths]
+    runs = {
+        n: [r for rows in detect_stream(det, keys, workers=1, batch_size=2, score_threads=n) for r in rows]
+        for n in (1, 3)
+    }
+    assert [r["file"] for r in runs[3]] == [str(p) for p in paths]
+    assert runs[3] == runs[1]
+    expected = det.score([np.asarray(Image.open(p).convert("RGB")) for p in paths])
+    assert [r["probability"] for r in runs[3]] == [round(float(x), 4) for x in expected]
+
+
+def test_faiss_index_is_built_once_under_concurrent_scoring() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from aigclab.detect.ftnet import SupportBank
+
+    bank = SupportBank(index="flat", neighbours=4)
+    feats = RNG.normal(size=(40, 16)).astype(np.float32)
+    bank.add(feats, np.arange(40) % 2, group="prior")
+    with ThreadPoolExecutor(4) as ex:
+        built = list(ex.map(lambda _: id(bank._faiss(("prior", 0))), range(16)))
+    assert len(set(built)) == 1
+
+
 def test_extreme_aspect_ratio_is_cropped_with_a_reason() -> None:
     line = np.zeros((1, 100_000, 3), np.uint8)
     crop, note = bound_aspect(line, 32, 64)

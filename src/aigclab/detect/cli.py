@@ -118,7 +118,8 @@ def run(
 
 @contextmanager
 def _one_thread(active: bool) -> Iterator[None]:
-    """Score on one thread while the decode workers use the cores (idle BLAS threads spin and steal them)."""
+    """One torch/BLAS thread per scoring thread (the stream scores batches on several threads; idle
+    BLAS threads would spin beside the decode workers and steal their cores)."""
     if not active:
         yield
         return

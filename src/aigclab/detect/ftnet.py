@@ -40,6 +40,7 @@ Example:
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any, Literal
 
@@ -110,6 +111,14 @@ class SupportBank:
         self.normed: dict[tuple[str, int], np.ndarray] = {}
         self.mean: np.ndarray | float = 0.0
         self._index: dict[tuple[str, int], Any] = {}
+        self._index_lock = threading.Lock()
+
+    def __getstate__(self) -> dict[str, Any]:  # shipped to Ray workers: indexes are rebuilt there
+        return {k: v for k, v in self.__dict__.items() if k not in ("_index", "_index_lock")}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._index, self._index_lock = {}, threading.Lock()
 
     def add(self, features: np.ndarray, labels: np.ndarray, group: str = "user") -> None:
         if group not in GROUPS:
@@ -157,7 +166,9 @@ class SupportBank:
     def _faiss(self, gc: tuple[str, int]) -> Any:
         import faiss
 
-        if gc not in self._index:
+        with self._index_lock:  # built once, even when batches are scored on several threads
+            if gc in self._index:
+                return self._index[gc]
             keys = np.ascontiguousarray(self.normed[gc])
             d = keys.shape[1]
             index: Any
@@ -173,7 +184,7 @@ class SupportBank:
                 index.nprobe = min(nlist, 16)
             index.add(keys)
             self._index[gc] = index
-        return self._index[gc]
+            return index
 
     def _group_kernel(self, q: np.ndarray, gc: tuple[str, int], beta: float) -> np.ndarray:
         """log mean kernel of queries `q` against one group's keys of one class."""

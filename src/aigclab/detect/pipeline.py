@@ -7,7 +7,9 @@ Stages and what each holds at once:
    cut the patches the detector reads and drop the pixels; at most ``2 * workers`` chunks of
    `CHUNK` files are in flight (as patches), and at most one image over `BIG_PIXELS` is decoded at
    a time, so memory does not grow with the number of files or with workers times resolution;
-3. the main process scores `batch_size` images' patches at a time and yields their rows.
+3. the main process scores `batch_size` images' patches at a time on `score_threads` threads (one
+   torch thread each: the feature, not the decode, is the cost, and threads of one process share the
+   detector's memory) and yields their rows in input order.
 
 With the Ray engine, cluster workers do stages 2 and 3 from the paths alone (pixels never travel)
 and the driver only streams rows. Both engines give identical rows.
@@ -29,7 +31,9 @@ import fcntl
 import itertools
 import os
 import tempfile
+from collections import deque
 from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -239,8 +243,12 @@ def detect_stream(
     workers: int | None = None,
     address: str | None = None,
     batch_size: int = 64,
+    score_threads: int | None = None,
 ) -> Iterator[list[dict[str, Any]]]:
-    """Yield the rows of `keys`, in input order, a batch at a time (about `batch_size` files each)."""
+    """Yield the rows of `keys`, in input order, a batch at a time (about `batch_size` files each).
+
+    `score_threads` (default: `workers`, else the number of cores) batches are scored at once; rows are
+    the same whatever the number (each batch is scored alone, one torch thread per batch)."""
     if engine == "ray":
         prep = Prep.of(det)
         yield from imap(
@@ -252,13 +260,27 @@ def detect_stream(
             address=address,
         )
         return
-    with tempfile.NamedTemporaryFile(prefix="aigclab-decode-", suffix=".lock") as lock:
+    threads = max(1, score_threads or workers or os.cpu_count() or 1)
+    with (
+        tempfile.NamedTemporaryFile(prefix="aigclab-decode-", suffix=".lock") as lock,
+        ThreadPoolExecutor(threads, thread_name_prefix="aigclab-score") as scorers,
+    ):
         prep = Prep.of(det, lock.name)
+        pending: deque[Future[list[dict[str, Any]]]] = deque()
         batch: list[Item] = []
-        for items in imap(prepare_chunk, _chunks(keys, CHUNK), args=(prep,), engine=engine, workers=workers):
-            batch += items
-            if len(batch) >= batch_size:
-                yield score_items(det, batch, prep)
-                batch = []
-        if batch:
-            yield score_items(det, batch, prep)
+        try:
+            chunks = imap(prepare_chunk, _chunks(keys, CHUNK), args=(prep,), engine=engine, workers=workers)
+            for items in chunks:
+                batch += items
+                if len(batch) >= batch_size:
+                    pending.append(scorers.submit(score_items, det, batch, prep))
+                    batch = []
+                    if len(pending) >= threads:  # bounded: at most `threads` batches in flight
+                        yield pending.popleft().result()
+            if batch:
+                pending.append(scorers.submit(score_items, det, batch, prep))
+            while pending:
+                yield pending.popleft().result()
+        finally:  # interrupted: batches not started are dropped (--resume scores them)
+            for f in pending:
+                f.cancel()
