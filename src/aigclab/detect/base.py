@@ -245,6 +245,10 @@ def _recall(key: str, hashes: Sequence[str]) -> dict[int, np.ndarray]:
         return {i: f for i, f in found.items() if f is not None}
 
 
+_CPU_BATCH_PIXELS = 16 * 96 * 96
+_RAY_CHUNK = 256  # images per Ray extraction task unless `batch_size` is given
+
+
 def _extract_chunk(job: tuple[str, dict[str, Any], str, np.ndarray]) -> np.ndarray:
     """Worker for parallel extraction: build the backbone in this process, return features."""
     from aigclab.nn import create_backbone
@@ -265,6 +269,8 @@ class FeatureExtractor:
         layer: the layer to read (e.g. "block3", "pooled").
         cache_dir: folder for cached features; None disables the cache.
         device: torch device for the forward pass.
+        batch_size: images per forward pass (and per Ray task); default: sized to the CPU cache
+            (see `_batch`), 256 on other devices.
         engine: "local" runs in-process; "ray" spreads chunks over a Ray cluster.
         backbone_kwargs: passed to `create_backbone` (e.g. `weights=` for local pretrained files).
     """
@@ -275,7 +281,7 @@ class FeatureExtractor:
         layer: str = "pooled",
         cache_dir: str | Path | None = None,
         device: str = "cpu",
-        batch_size: int = 64,  # activations of 256 images at 96 px held ~0.9 GB; 64 runs as fast on CPU
+        batch_size: int | None = None,
         engine: Engine = "local",
         workers: int | None = None,
         backbone_kwargs: dict[str, Any] | None = None,
@@ -292,15 +298,29 @@ class FeatureExtractor:
         self.key = f"{backbone}-{layer}-{kw}-{_weights_hash(self.model)}"
         self.cache_dir = Path(cache_dir) / self.key if cache_dir is not None else None
 
+    def _batch(self, images: np.ndarray) -> int:
+        """`batch_size`, else on CPU as many images as fill `_CPU_BATCH_PIXELS` at the network's input
+        size (MobileNetV2 on 96 px patches: 16 per pass take 1.9 ms each, 64 take 2.8, 128 take 3.8:
+        larger batches' activations leave the cache), else 256."""
+        if self.batch_size:
+            return self.batch_size
+        if self.device != "cpu":
+            return 256
+        side = self.model.input_size
+        pixels = side * side if side else images.shape[1] * images.shape[2]
+        return max(1, min(256, _CPU_BATCH_PIXELS // max(1, pixels)))
+
     def _compute(self, images: np.ndarray) -> np.ndarray:
-        if self.engine == "ray" and len(images) > self.batch_size:
-            chunks = [images[i : i + self.batch_size] for i in range(0, len(images), self.batch_size)]
+        chunk = self.batch_size or _RAY_CHUNK
+        if self.engine == "ray" and len(images) > chunk:
+            chunks = [images[i : i + chunk] for i in range(0, len(images), chunk)]
             jobs = [(self.backbone_name, self.backbone_kwargs, self.layer, c) for c in chunks]
             return np.concatenate(map_items(_extract_chunk, jobs, engine="ray", workers=self.workers))
+        batch = self._batch(images)
         with torch.inference_mode():
             out = []
-            for i in range(0, len(images), self.batch_size):
-                x = self.model.preprocess(images[i : i + self.batch_size]).to(self.device)
+            for i in range(0, len(images), batch):
+                x = self.model.preprocess(images[i : i + batch]).to(self.device)
                 out.append(self.model.forward_layers(x, [self.layer])[self.layer].float().cpu())
         return torch.cat(out).numpy()
 
