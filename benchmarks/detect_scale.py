@@ -399,7 +399,8 @@ def markdown(res: dict) -> str:
     lines = [
         "# detect at scale",
         "",
-        f"{res['machine']}; {res['workers']} decode workers. Wall-clock figures on a shared machine move",
+        f"{res['machine']}; {res['workers']} decode workers and as many scoring threads. Wall-clock figures"
+        " on a shared machine move",
         "with what else runs (load averages in the table): the decode floor and the detector runs of a size",
         "are measured back to back, never at the same time. Each Ray run's JSONL is compared byte for byte",
         "with the local run's (`identical_to_local`). Folders repeat a pool of distinct files (hard links);",
