@@ -387,6 +387,7 @@ def save(result: dict, out: Path) -> None:
         kept = [r for r in disk["runs"] if _run_key(r) not in mine]
         result["runs"] = kept + result["runs"]
         result["resume"] = result["resume"] or disk.get("resume")
+        result.setdefault("superseded", disk.get("superseded"))
         result["time_per_image_ms_one_process"] = (
             disk.get("time_per_image_ms_one_process", {}) | result["time_per_image_ms_one_process"]
         )
