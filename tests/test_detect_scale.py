@@ -300,6 +300,25 @@ def test_summary_past_forty_files_and_table_all(det_file: Path, tmp_path: Path) 
     assert full.exit_code == 0 and "44.png" in full.output and "00.png" in full.output
 
 
+def test_max_patches_reads_fewer_patches_and_says_so(det_file: Path, tmp_path: Path) -> None:
+    from aigclab.detect import load_detector
+
+    paths = [_png(tmp_path / f"{i}.png", 160, 224, i) for i in range(3)]  # 35 patches each
+    out = tmp_path / "o" / "d.jsonl"
+    args = ["detect", str(tmp_path), "--detector", str(det_file), "--out", str(out), "--workers", "1"]
+    result = CliRunner().invoke(app, [*args, "--max-patches", "4"])
+    assert result.exit_code == 0, result.output
+    assert "reading 4 patches per image" in result.output and "uncalibrated" in result.output
+    det = load_detector(det_file)
+    det.max_patches = 4
+    expected = det.score([np.asarray(Image.open(p).convert("RGB")) for p in paths])
+    assert [r["probability"] for r in _rows(out)] == [round(float(x), 4) for x in expected]
+    full = load_detector(det_file).score([np.asarray(Image.open(p).convert("RGB")) for p in paths])
+    assert not np.allclose(full, expected)  # 35 patches score otherwise than 4
+    bad = CliRunner().invoke(app, [*args, "--max-patches", "0", "--out", str(tmp_path / "x.jsonl")])
+    assert bad.exit_code == 2 and "max-patches" in bad.output and not (tmp_path / "x.jsonl").exists()
+
+
 @pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="the [ray] extra is not installed")
 def test_ray_cluster_and_local_engine_give_identical_rows(det_file: Path, tmp_path: Path) -> None:
     """A real local Ray cluster; the CLI connects to it by address from its own process."""

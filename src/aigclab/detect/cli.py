@@ -59,6 +59,12 @@ def run(
     table: str = typer.Option(
         "auto", help="auto: a row per file up to 40 files, else a summary; all: every row"
     ),
+    max_patches: int | None = typer.Option(
+        None,
+        min=1,
+        help="patches read per image (default: the detector's own, 64 for the default); fewer is faster, "
+        "but the threshold and band were calibrated at the detector's own count",
+    ),
 ) -> None:
     """Score images: probability of being AI-generated, verdict; bad files are skipped and reported."""
     import time
@@ -77,6 +83,15 @@ def run(
         det.band = None  # a calibrated band belongs to the calibrated threshold
     if uncertain is not None:
         det.set_uncertain(uncertain)
+    if max_patches is not None and max_patches != det.max_patches:
+        console.print(
+            f"reading {max_patches} patches per image; {detector!r} was calibrated at "
+            f"{det.max_patches}: its probabilities are noisier and its verdicts uncalibrated",
+            style="yellow",
+            markup=False,
+            highlight=False,
+        )
+        det.max_patches = max_patches
     if support is not None:
         _add_support_folder(det, support)
     results = ResultsFile(out, resume=resume)
