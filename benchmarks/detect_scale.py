@@ -38,7 +38,8 @@ import psutil
 from PIL import Image
 
 RESULTS = Path(__file__).parent / "results"
-CLI = [str(Path(sys.executable).parent / "aigclab"), "detect"]  # the console script beside this Python
+CLI = [str(Path(sys.executable).parent / "aigclab"), "detect"]
+DEFAULT_PATCHES = 64  # what the default detector reads per image (runs at other counts pass --max-patches)  # the console script beside this Python
 
 
 def camera_like(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
@@ -273,8 +274,8 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     ap.add_argument(
         "--patches",
-        default="64",
-        help="--max-patches values run with the local engine (the default detector reads 64 per image)",
+        default=str(DEFAULT_PATCHES),
+        help="--max-patches values run with the local engine (the default detector's own: 64)",
     )
     ap.add_argument(
         "--distinct", type=int, default=0, help="distinct files per size (default 48 at <= 4 MP, else 24)"
@@ -317,7 +318,9 @@ def main() -> None:
     }
     patch_counts = [int(k) for k in args.patches.split(",")]
     jobs = [(spec, "local", k) for spec in sizes if "local" in engines for k in patch_counts]
-    jobs += [(spec, "ray", 64) for spec in sizes if "ray" in engines and spec in ray_sizes]  # Ray last
+    jobs += [
+        (spec, "ray", DEFAULT_PATCHES) for spec in sizes if "ray" in engines and spec in ray_sizes
+    ]  # Ray last
     floors: dict[str, float] = {}
     address = None
     for spec, engine, patches in jobs:
@@ -330,9 +333,9 @@ def main() -> None:
         floor = floors[spec]
         if engine == "ray" and address is None:
             address = start_ray(args.workers)
-        out = args.data / f"det_{spec}_{engine}{'' if patches == 64 else f'_p{patches}'}.jsonl"
+        out = args.data / f"det_{spec}_{engine}{'' if patches == DEFAULT_PATCHES else f'_p{patches}'}.jsonl"
         extra = ["--engine", "ray", "--address", address or ""] if engine == "ray" else []
-        extra += ["--max-patches", str(patches)] if patches != 64 else []
+        extra += ["--max-patches", str(patches)] if patches != DEFAULT_PATCHES else []
         load = os.getloadavg()[0]
         r = run_cli([str(folder), "--out", str(out), "--workers", str(args.workers), *extra])
         run = {
@@ -370,7 +373,7 @@ def main() -> None:
 
 
 def _run_key(run: dict) -> tuple:
-    return run["images"], run["megapixels"], run["engine"], run.get("max_patches", 64)
+    return run["images"], run["megapixels"], run["engine"], run.get("max_patches", DEFAULT_PATCHES)
 
 
 def identical(data: Path, spec: str) -> bool | None:
@@ -425,14 +428,13 @@ def markdown(res: dict) -> str:
     lines = [
         "# detect at scale",
         "",
-        f"{res['machine']}; {res['workers']} decode workers and as many scoring threads. Wall-clock figures"
-        " on a shared machine move",
-        "with what else runs (load averages in the table): the decode floor and the detector runs of a size",
-        "are measured back to back, never at the same time. Each Ray run's JSONL is compared byte for byte",
-        "with the local run's (`identical_to_local`). The decode floor is the stream's own decode alone",
-        "(`aigclab.io.decode_image`, Pillow) in a pool of as many processes. Folders repeat a pool of",
-        "distinct files (hard links);",
-        "the stream keeps no features in memory, so a repeated file costs a forward pass like any other.",
+        f"{res['machine']}; {res['workers']} decode workers and as many scoring threads.",
+        "Wall-clock figures on a shared machine move with what else runs (load averages in the table):",
+        "the decode floor and the detector runs of a size are measured back to back, never at the same",
+        "time. Each Ray run's JSONL is compared byte for byte with the local run's (`identical_to_local`).",
+        "The decode floor is the stream's own decode alone (`aigclab.io.decode_image`, Pillow) in a pool",
+        "of as many processes. Folders repeat a pool of distinct files (hard links); the stream keeps no",
+        "features in memory, so a repeated file costs a forward pass like any other.",
         *(["", f"Superseded: {res['superseded']}"] if res.get("superseded") else []),
         "",
         "| images | MP | engine | patches | img/s | decode floor img/s | ratio | peak RSS MB | load before/after "
@@ -441,7 +443,7 @@ def markdown(res: dict) -> str:
     ]
     for r in res["runs"]:
         lines.append(
-            f"| {r['images']} | {r['megapixels']:g} | {r['engine']} | {r.get('max_patches', 64)} | {r['img_per_s']} | "
+            f"| {r['images']} | {r['megapixels']:g} | {r['engine']} | {r.get('max_patches', DEFAULT_PATCHES)} | {r['img_per_s']} | "
             f"{r['decode_floor_img_per_s']} | {r['ratio_to_floor']} | {r['peak_rss_mb']} | "
             f"{r['load_avg_1min_before']} / {r['load_avg_1min_after']} | {r.get('identical_to_local', '')} |"
         )
