@@ -113,11 +113,14 @@ def speed_on_real_features(sizes=(5_000, 14_000), n_queries: int = 256) -> list[
 
 
 def default_detector_calibration() -> dict:
+    """The one-patch calibration (top level) and the one at every patch count the default reads."""
     from dataclasses import asdict
 
-    from aigclab.detect.default import calibrate_held_out, default_detector
+    from aigclab.detect.default import calibrate_held_out, default_detector, patch_counts
 
-    return asdict(calibrate_held_out(default_detector(calibrate=False)))
+    det = default_detector(calibrate=False)
+    cals = calibrate_held_out(det, counts=patch_counts(det.max_patches))
+    return {**asdict(cals[1]), "by_count": {str(n): asdict(c) for n, c in cals.items()}}
 
 
 def default_verdicts_on_test(det, per_class: int = 64) -> dict:  # type: ignore[no-untyped-def]
@@ -283,7 +286,16 @@ def write_markdown(result: dict) -> None:
         f"{cal['balanced_acc']:.3f}, accuracy of the decided images {cal['decided_acc']:.3f} with "
         f"{cal['uncertain_rate']:.3f} uncertain. On AIGC-Mini test images (families seen in its bank, images "
         f"unseen): fakes called fake {tv['fake_called_fake']:.3f}, reals called real {tv['real_called_real']:.3f}, "
-        f"uncertain {tv['uncertain_rate']:.3f}, decided accuracy {tv['decided_acc']:.3f}.",
+        f"uncertain {tv['uncertain_rate']:.3f}, decided accuracy {tv['decided_acc']:.3f}. "
+        "A full-size image is decided by the band calibrated at its patch count (held-out mosaics; "
+        "see `detect_patches.md`): "
+        + "; ".join(
+            f"{n} patches: threshold {c['threshold']:.3f}, band {c['band'][0]:.3f}-{c['band'][1]:.3f}, "
+            f"decided accuracy {c['decided_acc']:.3f} with {c['uncertain_rate']:.3f} uncertain"
+            for n, c in cal.get("by_count", {}).items()
+            if n in ("16", "64")
+        )
+        + ".",
         "",
         "User supports (leave-one-family-out bank + 4+4 supports of the held-out family, mean AUC over the six "
         "unseen families): " + ", ".join(f"{k} {v['mean_auc']:.3f}" for k, v in eff["modes"].items()) + ".",

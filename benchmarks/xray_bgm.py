@@ -324,7 +324,11 @@ def merge(args: argparse.Namespace) -> None:
             "setup": earlier["setup"] + " (unpaired: one random stream for batches and augmentation)",
             "detectors": earlier["detectors"],
         }
-    write_results(args, meta, [r for part in parts for r in part["runs"]], all(p["complete"] for p in parts))
+    runs: dict[tuple[str, str, int], dict[str, Any]] = {}  # parts that resumed from one file share its runs
+    for part in parts:
+        for r in part["runs"]:
+            runs.setdefault((r["detector"], r["augmentation"], r["seed"]), r)
+    write_results(args, meta, list(runs.values()), all(p["complete"] for p in parts))
     print(f"wrote {RESULTS / args.name}.json")
 
 

@@ -235,6 +235,30 @@ def test_shipped_default_ranks_demo_fakes_above_reals(default_det) -> None:  # t
     assert set(verdicts) <= {"real", "fake", "uncertain"}
 
 
+def test_default_decides_multi_patch_images_with_the_band_of_their_count(default_det) -> None:  # type: ignore[no-untyped-def]
+    """A 128 px image of 16 test patches (one zoo family, or one held-out photo) is scored as their mean,
+    which spreads far less than one patch: only the band calibrated at 16 patches calls the fakes fake."""
+    from aigclab.data.mini import fake_set, mini_generators, real_set
+    from aigclab.detect.default import patch_counts
+
+    assert sorted(default_det.count_bands) == patch_counts(64) == [1, 2, 4, 8, 16, 32, 64]
+
+    def tile(patches: np.ndarray) -> np.ndarray:
+        return np.concatenate([np.concatenate(list(patches[r * 4 : r * 4 + 4]), axis=1) for r in range(4)])
+
+    reals, photos = real_set("test")
+    real = [tile(reals.images[photos == n][:16]) for n in sorted(set(photos.tolist()))]
+    fake = [tile(fake_set(g, "test").images[:16]) for g in mini_generators()]
+    probs, counts = default_det.score_counted(real + fake)
+    assert set(counts.tolist()) == {16}
+    verdicts = default_det.verdicts(probs, counts)
+    assert verdicts[len(real) :] == ["fake"] * len(fake), probs.round(3)
+    assert "fake" not in verdicts[: len(real)], probs.round(3)
+    assert "uncertain" in default_det.verdicts(
+        probs[len(real) :]
+    )  # the one-patch band leaves fakes undecided
+
+
 def test_trained_baselines_are_cached_by_what_their_weights_depend_on(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     from aigclab.detect import bench
     from aigclab.detect.baselines import CNNDetector

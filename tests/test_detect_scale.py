@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 
 from aigclab.cli import app
 from aigclab.data.mini import load_mini
-from aigclab.detect import create_detector, to_patches
+from aigclab.detect import create_detector, grid_count, to_patches
 from aigclab.detect.pipeline import FileKey, Prep, bound_aspect, cut_patches, prepare, score_items
 from aigclab.errors import AigclabError
 
@@ -53,6 +53,15 @@ def test_worker_patches_are_exactly_to_patches(shape: tuple[int, int]) -> None:
     np.testing.assert_array_equal(cut_patches(img, 32, 64), to_patches(img, 32, 64))
 
 
+@pytest.mark.parametrize(
+    "shape", [(32, 32), (20, 16), (33, 100), (1000, 37), (300, 200), (1, 5000), (90, 31)]
+)
+def test_grid_count_is_the_number_of_patches_cut(shape: tuple[int, int]) -> None:
+    img = np.zeros((*shape, 3), np.uint8)
+    for cap in (1, 4, 64):
+        assert grid_count(*shape, 32, cap) == len(to_patches(img, 32, cap))
+
+
 def test_pipeline_scores_equal_detector_score(det_file: Path, tmp_path: Path) -> None:
     from aigclab.detect import load_detector
 
@@ -61,8 +70,9 @@ def test_pipeline_scores_equal_detector_score(det_file: Path, tmp_path: Path) ->
     paths = [_png(tmp_path / f"{i}.png", h, w, i) for i, (h, w) in enumerate(shapes)]
     images = [np.asarray(Image.open(p).convert("RGB")) for p in paths]
     rows = score_items(det, [prepare(FileKey(str(p), None, None), Prep.of(det)) for p in paths], Prep.of(det))
-    expected = det.score(images)
+    expected, counts = det.score_counted(images)
     assert [r["probability"] for r in rows] == [round(float(p), 4) for p in expected]
+    assert [r["patches"] for r in rows] == counts.tolist() == [1, 1, 60, 1, 2]
 
 
 def test_stream_rows_are_the_same_in_order_on_any_number_of_score_threads(
@@ -117,6 +127,39 @@ def test_verdicts_threshold_and_uncertain_band() -> None:
     assert det.verdicts(probs) == ["real", "uncertain", "uncertain", "uncertain", "fake"]
     det.band = (0.2, 0.95)  # two ends chosen apart
     assert det.verdicts(probs) == ["real", "uncertain", "uncertain", "uncertain", "uncertain"]
+
+
+def test_verdicts_take_the_band_of_each_images_patch_count(tmp_path: Path) -> None:
+    det = create_detector("ftnet-tiny")
+    det.count_bands = {1: (0.5, 0.2, 0.95), 4: (0.5, 0.4, 0.6), 16: (0.55, 0.5, 0.56)}
+    probs = np.full(6, 0.58)
+    counts = [1, 3, 4, 15, 16, 64]  # each takes the largest calibrated count at or below its own
+    assert det.verdicts(probs, counts) == ["uncertain", "uncertain", "uncertain", "uncertain", "fake", "fake"]
+    assert det.verdicts(np.array([0.45]), [0]) == ["uncertain"]  # below every count: the smallest
+    with pytest.raises(AigclabError, match="2 patch counts"):
+        det.verdicts(probs, [1, 2])
+    train = load_mini("train", generators=["ddpm"])
+    det.add_support(train.images[:8], train.labels[:8])
+    det.save(tmp_path / "d.safetensors")
+    from aigclab.detect import load_detector
+
+    assert load_detector(tmp_path / "d.safetensors").count_bands == det.count_bands
+    det.set_uncertain(0.01)  # a band asked for replaces the calibrated ones
+    assert det.count_bands is None and det.verdicts(probs, counts) == ["fake"] * 6
+
+
+def test_stream_verdicts_use_the_band_of_the_patches_read(det_file: Path, tmp_path: Path) -> None:
+    from aigclab.detect import load_detector
+
+    det = load_detector(det_file)
+    paths = [_png(tmp_path / "small.png", 32, 32, 1), _png(tmp_path / "big.png", 256, 256, 2)]
+    prep = Prep.of(det)
+    rows = score_items(det, [prepare(FileKey(str(p), None, None), prep) for p in paths], prep)
+    assert [r["patches"] for r in rows] == [1, 64]
+    p_small, p_big = (r["probability"] for r in rows)
+    det.count_bands = {1: (0.5, 0.0, 1.01), 64: (0.5, -1.0, -1.0)}  # one patch: uncertain; 64: fake
+    rows = score_items(det, [prepare(FileKey(str(p), None, None), prep) for p in paths], prep)
+    assert [r["verdict"] for r in rows] == ["uncertain", "fake"], (p_small, p_big)
 
 
 def _hostile_folder(root: Path) -> tuple[Path, dict[str, str]]:
@@ -309,6 +352,7 @@ def test_max_patches_reads_fewer_patches_and_says_so(det_file: Path, tmp_path: P
     result = CliRunner().invoke(app, [*args, "--max-patches", "4"])
     assert result.exit_code == 0, result.output
     assert "reading 4 patches per image" in result.output and "uncalibrated" in result.output
+    assert {r["patches"] for r in _rows(out)} == {4}
     det = load_detector(det_file)
     det.max_patches = 4
     expected = det.score([np.asarray(Image.open(p).convert("RGB")) for p in paths])

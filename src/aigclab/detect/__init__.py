@@ -20,6 +20,7 @@ __getattr__, __all__ = lazy_exports(
         "FitOnLabeled": _BASE,
         "Trainable": _BASE,
         "create_detector": _BASE,
+        "grid_count": _BASE,
         "list_detectors": _BASE,
         "load_detector": _BASE,
         "save_tensors": _BASE,

@@ -2,7 +2,9 @@
 
 Every detector maps uint8 RGB images to the probability that each is AI-generated. Images whose size
 differs from the detector's ``patch_size`` are cut into a grid of patches and their patch scores are
-averaged, so the 32-pixel embedded models also score full-size photographs.
+averaged, so the 32-pixel embedded models also score full-size photographs. A mean over many patches
+spreads less than one patch's score, so a detector may hold a decision per patch count
+(`Detector.count_bands`); `verdicts` then takes each image's count.
 
 Example:
     >>> from aigclab.detect import create_detector, list_detectors
@@ -44,6 +46,7 @@ __all__ = [
     "FitOnLabeled",
     "Trainable",
     "create_detector",
+    "grid_count",
     "list_detectors",
     "load_detector",
     "restore_decision",
@@ -53,6 +56,14 @@ __all__ = [
 
 DETECTORS: Registry[Detector] = Registry("detector")
 D = TypeVar("D", bound="Detector")
+
+
+def grid_count(height: int, width: int, size: int, max_patches: int = 64) -> int:
+    """How many patches `to_patches` takes from a `height` x `width` image."""
+    if height < size or width < size:
+        s = size / min(height, width)
+        height, width = max(size, round(height * s)), max(size, round(width * s))
+    return min(max_patches, (height // size) * (width // size))
 
 
 def to_patches(image: np.ndarray, size: int, max_patches: int = 64) -> np.ndarray:
@@ -91,12 +102,20 @@ class Detector:
     "fake" at or above the second, "uncertain" between (see `verdicts`). The two ends are chosen apart, so
     the band need not be centred on the threshold. Detectors that calibrate themselves (the embedded
     default) set both.
+
+    `count_bands`, when set, maps a patch count n to (threshold, real_below, fake_from) for images read
+    as n patches: an image of m patches takes the entry of the largest n <= m (the nearest calibrated
+    count on the side of fewer patches, whose mean is the noisier). `threshold` and `band` then hold the
+    entry for one patch. The embedded default calibrates it at 1, 2, 4, ... up to `max_patches`.
     """
 
     patch_size: int = 32
     max_patches: int = 64
     threshold: float = 0.5  # P(fake) at or above which an image is called fake
     band: tuple[float, float] | None = None  # (real below, fake at or above); None: the threshold alone
+    count_bands: dict[int, tuple[float, float, float]] | None = (
+        None  # n -> (threshold, real below, fake from)
+    )
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -115,11 +134,23 @@ class Detector:
     def _score_patches(self, patches: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
-    def verdicts(self, probs: np.ndarray) -> list[str]:
-        """'fake' / 'real' / 'uncertain' per probability, from `band` (else `threshold` alone)."""
-        p = np.asarray(probs, dtype=np.float64).reshape(-1)
+    def decision(self, count: int = 1) -> tuple[float, float, float]:
+        """(threshold, real_below, fake_from) for an image read as `count` patches."""
+        if self.count_bands:
+            fitting = [n for n in self.count_bands if n <= count]
+            return self.count_bands[max(fitting) if fitting else min(self.count_bands)]
         lo, hi = self.band or (self.threshold, self.threshold)
-        out = np.where(p >= hi, "fake", np.where(p < lo, "real", "uncertain"))
+        return self.threshold, lo, hi
+
+    def verdicts(self, probs: np.ndarray, counts: np.ndarray | Sequence[int] | None = None) -> list[str]:
+        """'fake' / 'real' / 'uncertain' per probability, from the band (else the threshold alone) of each
+        image's patch count (`counts`; None: one patch each, i.e. `threshold` and `band`)."""
+        p = np.asarray(probs, dtype=np.float64).reshape(-1)
+        n = np.ones(len(p), int) if counts is None else np.asarray(counts, int).reshape(-1)
+        if len(n) != len(p):
+            raise AigclabError(f"verdicts: {len(p)} probabilities but {len(n)} patch counts")
+        ends = np.array([self.decision(int(c))[1:] for c in n]).reshape(-1, 2)
+        out = np.where(p >= ends[:, 1], "fake", np.where(p < ends[:, 0], "real", "uncertain"))
         return [str(v) for v in out]
 
     def set_uncertain(self, width: float) -> None:
@@ -127,16 +158,22 @@ class Detector:
         if width < 0:
             raise AigclabError(f"uncertain width {width} must not be negative")
         self.band = (self.threshold - width, self.threshold + width) if width > 0 else None
+        self.count_bands = None  # one band for every count: the one asked for
 
     def score(self, images: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
         """P(fake) per image; a batch array of patch-sized images is scored directly."""
+        return self.score_counted(images)[0]
+
+    def score_counted(self, images: np.ndarray | Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """P(fake) per image and the number of patches each was read as (for `verdicts`)."""
         s = self.patch_size
         if isinstance(images, np.ndarray) and images.ndim == 4 and images.shape[1:3] == (s, s):
-            return self._score_patches(images)
+            return self._score_patches(images), np.ones(len(images), int)
         patches = [to_patches(img, s, self.max_patches) for img in images]
         flat = self._score_patches(np.concatenate(patches)) if patches else np.zeros(0)
         bounds = np.cumsum([0] + [len(p) for p in patches])
-        return np.array([flat[a:b].mean() for a, b in itertools.pairwise(bounds)])
+        probs = np.array([flat[a:b].mean() for a, b in itertools.pairwise(bounds)])
+        return probs, np.array([len(p) for p in patches], int)
 
 
 @runtime_checkable
@@ -363,6 +400,11 @@ def save_tensors(det: Detector, tensors: dict[str, torch.Tensor], path: str | Pa
         "aigclab_detector": type(det).__name__,
         "threshold": repr(float(det.threshold)),
         "band": json.dumps(None if det.band is None else [float(v) for v in det.band]),
+        "count_bands": json.dumps(
+            None
+            if det.count_bands is None
+            else {str(n): list(map(float, v)) for n, v in det.count_bands.items()}
+        ),
     }
     save_file({k: v.contiguous() for k, v in tensors.items()}, path, metadata=meta)
     path.with_suffix(".json").write_text(det.config.model_dump_json(indent=2))  # type: ignore[attr-defined]
@@ -385,6 +427,16 @@ def load_detector(path: str | Path) -> Detector:
     return _CLASSES[name].load(path)
 
 
+def _count_bands(raw: dict[str, list[float]]) -> dict[int, tuple[float, float, float]]:
+    out = {}
+    for n, entry in raw.items():
+        t, lo, hi = (float(v) for v in entry)
+        if int(n) < 1 or not lo <= t <= hi:
+            raise ValueError
+        out[int(n)] = (t, lo, hi)
+    return out
+
+
 def restore_decision(det: D, path: str | Path) -> D:
     """Set `threshold` and `band` from a saved detector's metadata (every `load` calls this).
 
@@ -403,7 +455,9 @@ def restore_decision(det: D, path: str | Path) -> D:
             det.band = (lo, hi)
         else:
             det.set_uncertain(float(meta.get("uncertain", 0.0)))
-    except (ValueError, TypeError, AigclabError):
+        per_count = json.loads(meta.get("count_bands", "null"))
+        det.count_bands = None if per_count is None else _count_bands(per_count)
+    except (ValueError, TypeError, AttributeError, AigclabError):
         raise AigclabError(f"{path}: threshold/band in its metadata are not valid numbers") from None
     return det
 

@@ -63,7 +63,7 @@ def run(
         None,
         min=1,
         help="patches read per image (default: the detector's own, 64 for the default); fewer is faster, "
-        "but the threshold and band were calibrated at the detector's own count",
+        "verdicts use the detector's band for that count where it has one (the default: 1, 2, 4, ... 64)",
     ),
 ) -> None:
     """Score images: probability of being AI-generated, verdict; bad files are skipped and reported."""
@@ -80,13 +80,13 @@ def run(
     det = resolve_detector(detector, str(cache_dir) if cache_dir else None, device)
     if threshold is not None:
         det.threshold = threshold
-        det.band = None  # a calibrated band belongs to the calibrated threshold
+        det.band = det.count_bands = None  # a calibrated band belongs to the calibrated threshold
     if uncertain is not None:
         det.set_uncertain(uncertain)
-    if max_patches is not None and max_patches != det.max_patches:
+    if max_patches is not None and max_patches != det.max_patches and not det.count_bands:
         console.print(
-            f"reading {max_patches} patches per image; {detector!r} was calibrated at "
-            f"{det.max_patches}: its probabilities are noisier and its verdicts uncalibrated",
+            f"reading {max_patches} patches per image; {detector!r} has no decision calibrated per patch "
+            "count: its probabilities are noisier and its verdicts uncalibrated",
             style="yellow",
             markup=False,
             highlight=False,

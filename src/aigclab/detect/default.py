@@ -12,6 +12,12 @@ images outside which their balanced accuracy reaches `target_accuracy`, at most 
 inside; else the best balanced accuracy under that cap). Only train splits are used, so
 the test splits of the benchmark stay unseen.
 
+A full-size image is scored as the mean over up to 64 patches, which spreads far less than one patch's
+score: a band chosen on single patches calls most multi-patch fakes "uncertain". So the calibration is
+repeated at each count in `patch_counts` (1, 2, 4, ..., 64) on held-out "mosaics": a real is n patches
+of one held-out photo, a fake n held-out images of the left-out family (independent images, so a fake's
+mean spreads less than that of one large generated image would; the fake end is on the narrow side).
+
 Example:
     >>> from aigclab.detect.default import resolve_detector
     >>> det = resolve_detector("default")  # doctest: +SKIP
@@ -20,6 +26,7 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +43,7 @@ __all__ = [
     "choose_threshold",
     "default_bank",
     "default_detector",
+    "patch_counts",
     "resolve_detector",
 ]
 
@@ -50,6 +58,7 @@ class Calibration:
     decided_acc: float  # held-out accuracy outside the uncertain band
     uncertain_rate: float  # share of held-out images inside the band
     n: int
+    count: int = 1  # patches per held-out image
 
 
 def choose_threshold(scores: np.ndarray, labels: np.ndarray) -> float:
@@ -153,14 +162,25 @@ def default_bank(per_generator: int = 64):  # type: ignore[no-untyped-def]
     return MiniSplit.concat(parts), np.array(photo_of)
 
 
+def patch_counts(max_patches: int) -> list[int]:
+    """The patch counts the default calibrates at: 1, 2, 4, ... below `max_patches`, and `max_patches`."""
+    out = [1 << k for k in range(max_patches.bit_length()) if 1 << k < max_patches]
+    return [*out, max_patches]
+
+
 def calibrate_held_out(
     det: FTNet,
     per_generator: int = 64,
-    queries_per_fold: int = 64,
+    queries_per_fold: int = 128,
+    counts: Sequence[int] = (1,),
+    mosaics_per_fold: int = 64,
     target_accuracy: float = 0.9,
     max_uncertain: float = 0.5,
-) -> Calibration:
-    """Leave-one-family-out calibration of `det`'s threshold and uncertain band (see module docstring)."""
+) -> dict[int, Calibration]:
+    """Leave-one-family-out calibration of `det`'s threshold and uncertain band at each patch count in
+    `counts` (see module docstring): per fold, `queries_per_fold` held-out patches of each class; at
+    count n > 1, `mosaics_per_fold` images of each class made of n of them (a real: n patches of one
+    held-out photo; a fake: n images of the held-out family), scored as the mean of their patch scores."""
     from aigclab.data.mini import fake_set, mini_generators, real_set
 
     bank, bank_photos = default_bank(per_generator)
@@ -169,7 +189,8 @@ def calibrate_held_out(
     gens = mini_generators()
     photo_names = sorted(set(photos.tolist()))
     rng = np.random.default_rng(1)
-    scores, labels = [], []
+    scores: dict[int, list[np.ndarray]] = {n: [] for n in counts}
+    labels: dict[int, list[np.ndarray]] = {n: [] for n in counts}
     cfg = det.config
     for fold, g in enumerate(gens):
         held_photos = set(photo_names[fold :: len(gens)])
@@ -181,19 +202,47 @@ def calibrate_held_out(
         pool = [i for i, sid in enumerate(fakes.ids) if sid not in in_bank]
         fq = fakes.images[rng.choice(pool, size=min(queries_per_fold, len(pool)), replace=False)]
         rpool = np.flatnonzero(np.isin(photos, list(held_photos)))
-        rq = reals.images[rng.choice(rpool, size=min(queries_per_fold, len(rpool)), replace=False)]
-        q = np.concatenate([rq, fq])
-        lk = sb.log_kernel(det.extractor(q), cfg.beta)
-        scores.append(1.0 / (1.0 + np.exp(np.clip(lk[:, 0] - lk[:, 1], -700, 700))))
-        labels.append(np.r_[np.zeros(len(rq)), np.ones(len(fq))])
-    s, y = np.concatenate(scores), np.concatenate(labels).astype(int)
-    t = choose_threshold(s, y)
-    lo, hi = choose_band(s, y, t, target_accuracy, max_uncertain)
-    pred = s >= t
-    bal = ((pred[y == 1]).mean() + (~pred[y == 0]).mean()) / 2
-    inside = (s >= lo) & (s < hi)
-    decided = float(((s[~inside] >= hi) == (y[~inside] == 1)).mean()) if (~inside).any() else float("nan")
-    return Calibration(t, (lo, hi), float(bal), decided, float(inside.mean()), len(s))
+        ridx = rng.choice(rpool, size=min(queries_per_fold, len(rpool)), replace=False)
+        lk = sb.log_kernel(det.extractor(np.concatenate([reals.images[ridx], fq])), cfg.beta)
+        p = 1.0 / (1.0 + np.exp(np.clip(lk[:, 0] - lk[:, 1], -700, 700)))
+        pr, pf = p[: len(ridx)], p[len(ridx) :]
+        for n in counts:
+            if n == 1:
+                r, f = pr, pf
+            else:
+                r, f = (
+                    _mosaics(pr, photos[ridx], n, mosaics_per_fold, rng),
+                    _mosaics(pf, None, n, mosaics_per_fold, rng),
+                )
+            scores[n].append(np.r_[r, f])
+            labels[n].append(np.r_[np.zeros(len(r)), np.ones(len(f))])
+    out = {}
+    for n in counts:
+        s, y = np.concatenate(scores[n]), np.concatenate(labels[n]).astype(int)
+        t = choose_threshold(s, y)
+        lo, hi = choose_band(s, y, t, target_accuracy, max_uncertain)
+        pred = s >= t
+        bal = ((pred[y == 1]).mean() + (~pred[y == 0]).mean()) / 2
+        inside = (s >= lo) & (s < hi)
+        decided = float(((s[~inside] >= hi) == (y[~inside] == 1)).mean()) if (~inside).any() else float("nan")
+        out[n] = Calibration(t, (lo, hi), float(bal), decided, float(inside.mean()), len(s), n)
+    return out
+
+
+def _mosaics(
+    probs: np.ndarray, groups: np.ndarray | None, n: int, count: int, rng: np.random.Generator
+) -> np.ndarray:
+    """Mean score of `count` images of n patches each; with `groups`, an image's patches share a group
+    (one photo), picked in proportion to its patches. Patches repeat only where a group has fewer than n."""
+    out = np.empty(count)
+    for m in range(count):
+        members = (
+            np.arange(len(probs))
+            if groups is None
+            else np.flatnonzero(groups == groups[rng.integers(len(probs))])
+        )
+        out[m] = probs[rng.choice(members, size=n, replace=len(members) < n)].mean()
+    return out
 
 
 def default_detector(
@@ -203,13 +252,15 @@ def default_detector(
     engine: str = "local",
     calibrate: bool = True,
 ) -> FTNet:
-    """FTNet on the default feature with the AIGC-Mini prior bank, threshold and band calibrated held-out."""
+    """FTNet on the default feature with the AIGC-Mini prior bank; its threshold and band calibrated
+    held-out at every count in `patch_counts` (`Detector.count_bands`), `threshold`/`band` at one patch."""
     det: FTNet = create_detector(DEFAULT_DETECTOR, cache_dir=cache_dir, device=device, engine=engine)  # type: ignore[assignment]
     bank, _ = default_bank(per_generator)
     det.add_prior(bank.images, bank.labels)
     if calibrate:
-        cal = calibrate_held_out(det, per_generator)
-        det.threshold, det.band = cal.threshold, cal.band
+        cals = calibrate_held_out(det, per_generator, counts=patch_counts(det.max_patches))
+        det.threshold, det.band = cals[1].threshold, cals[1].band
+        det.count_bands = {n: (c.threshold, *c.band) for n, c in cals.items()}
     return det
 
 

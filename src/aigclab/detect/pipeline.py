@@ -182,8 +182,9 @@ def prepare_chunk(keys: list[FileKey], prep: Prep) -> list[Item]:
     return [prepare(k, prep) for k in keys]
 
 
-def _probabilities(det: Detector, items: list[Item], prep: Prep) -> np.ndarray:
-    """P(fake) per item, the same numbers `det.score(images)` gives (mean over each image's patches).
+def _probabilities(det: Detector, items: list[Item], prep: Prep) -> tuple[np.ndarray, np.ndarray]:
+    """P(fake) per item and its patch count: the numbers `det.score_counted(images)` gives (mean over
+    each image's patches).
 
     Features are not remembered in memory: each file of the stream is scored once."""
     from aigclab.detect.base import feature_memory, to_patches
@@ -191,7 +192,7 @@ def _probabilities(det: Detector, items: list[Item], prep: Prep) -> np.ndarray:
     arrays = [it.data for it in items if it.data is not None]
     if not prep.cut:
         with feature_memory(False):
-            return det.score(arrays)
+            return det.score_counted(arrays)
     sets = [
         a if it.cut else to_patches(a, prep.patch_size, prep.max_patches)
         for it, a in zip(items, arrays, strict=True)
@@ -199,22 +200,24 @@ def _probabilities(det: Detector, items: list[Item], prep: Prep) -> np.ndarray:
     with feature_memory(False):
         flat = det.score(np.concatenate(sets))
     bounds = np.cumsum([0] + [len(p) for p in sets])
-    return np.array([flat[a:b].mean() for a, b in itertools.pairwise(bounds)])
+    probs = np.array([flat[a:b].mean() for a, b in itertools.pairwise(bounds)])
+    return probs, np.array([len(p) for p in sets], int)
 
 
 def score_items(det: Detector, items: list[Item], prep: Prep) -> list[dict[str, Any]]:
-    """One row per item, in order: probability and verdict, or the reason it was skipped."""
+    """One row per item, in order: probability, patches read and verdict, or the reason it was skipped."""
     ok = [it for it in items if it.error is None]
-    probs = _probabilities(det, ok, prep) if ok else np.zeros(0)
-    verdicts = iter(det.verdicts(probs))
-    scores = iter(probs)
+    probs, counts = _probabilities(det, ok, prep) if ok else (np.zeros(0), np.zeros(0, int))
+    verdicts = iter(det.verdicts(probs, counts))
+    scores, read = iter(probs), iter(counts)
     rows = []
     for it in items:
         row: dict[str, Any] = {"file": it.key.path}
         if it.error is not None:
             row["skipped"] = it.error
         else:
-            row |= {"probability": round(float(next(scores)), 4), "verdict": next(verdicts)}
+            row |= {"probability": round(float(next(scores)), 4), "patches": int(next(read))}
+            row["verdict"] = next(verdicts)
             if it.note:
                 row["note"] = it.note
         rows.append(row | {"size": it.key.size, "mtime": it.key.mtime})

@@ -161,8 +161,8 @@ def real_photo_fpr(
     rows, verdicts, at_half = [], [], []
     for vname, (factor, quality) in variants.items():
         imgs = [_variant(img, factor, quality) for img in photos.values()]
-        probs = det.score(imgs)
-        v = det.verdicts(probs)
+        probs, counts = det.score_counted(imgs)
+        v = det.verdicts(probs, counts)
         verdicts += v
         at_half += (probs >= 0.5).tolist()
         rows.append(
@@ -181,6 +181,7 @@ def real_photo_fpr(
         "fpr_at_0.5": float(np.mean(at_half)),
         "threshold": det.threshold,
         "band": det.band,
+        "count_bands": det.count_bands,
         "n": len(verdicts),
         "photos": sorted(photos),
         "rows": rows,

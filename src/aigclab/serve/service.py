@@ -149,9 +149,18 @@ class Service:
             "class": type(det).__name__,
             "threshold": round(float(det.threshold), 6),
             "band": None if det.band is None else [round(float(v), 6) for v in det.band],
+            "count_bands": None
+            if det.count_bands is None
+            else {str(n): [round(float(v), 6) for v in e] for n, e in sorted(det.count_bands.items())},
             "patch_size": det.patch_size,
             "max_patches": det.max_patches,
         }
+
+    def _patches_read(self, image: np.ndarray) -> int:
+        from aigclab.detect.base import grid_count
+
+        h, w = image.shape[:2]
+        return grid_count(h, w, self.detector.patch_size, self.detector.max_patches)
 
     def detect(self, uploads: list[Upload]) -> list[dict[str, Any]]:
         """One row per upload, in order: probability and verdict, or the error that refused the file."""
@@ -208,7 +217,7 @@ class Service:
             "width": image.shape[1],
             "height": image.shape[0],
             "probability": round(p, 4),
-            "verdict": self.detector.verdicts(np.array([p]))[0],
+            "verdict": self.detector.verdicts(np.array([p]), [self._patches_read(image)])[0],
             **result.to_record(),
         }
         if note:
